@@ -1,0 +1,340 @@
+"""Pool the residual stream per document with forward hooks: sharded, resumable, memory-mapped on disk.
+
+Two passes share one machinery:
+- `capture_document_means` (stories): per document and layer, the mean residual over tokens
+  [1, offset) ("head") and [offset, end) ("tail"), kept separately so a different offset policy for
+  short documents, or a different subset or weighting, needs no new forward pass.
+- `capture_token_stats` (neutral dialogues): per layer, streamed float64 first and second moments of
+  the per-token residuals, for PCA without holding tokens in memory.
+
+Conventions (explicit because they matter):
+- a hook on decoder layer i sees that layer's output residual, *before* any final norm (transformers'
+  last `hidden_states` entry is after the final norm; ours is not);
+- positions are 0-based over the tokenized text including any BOS the tokenizer adds; token 0 (the
+  attention sink, ~100x the norm of others) never enters means, moments or norm statistics;
+- only the decoder body runs (no LM head), and it stops after the last layer asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+from torch import nn
+
+from emovec.errors import ConfigError
+from emovec.models import LoadedModel
+
+CAPTURE_FORMAT = "emovec.capture/1"
+HiddenFn = Callable[[int, torch.Tensor], None]
+ProgressFn = Callable[[int, int], None]  # (documents done in this batch, tokens in this batch)
+
+
+class _StopForward(Exception):
+    """Raised by the last needed hook so the layers after it never run."""
+
+
+def residual_of(output: object) -> torch.Tensor:
+    """A decoder layer's output residual: the tensor itself, or the first element of a tuple."""
+    return output[0] if isinstance(output, (tuple, list)) else output  # type: ignore[return-value]
+
+
+@contextmanager
+def hooked(modules: Sequence[nn.Module], hook_for: Callable[[int], Callable[..., object]]) -> Iterator[None]:
+    """Register `hook_for(i)` as a forward hook on each module; always removed on exit."""
+    handles = [m.register_forward_hook(hook_for(i)) for i, m in enumerate(modules)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Padded token ids of some documents; `rows` are their indices in the input order."""
+
+    rows: tuple[int, ...]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    lengths: torch.Tensor
+
+
+def pad_batch(token_lists: Sequence[Sequence[int]], rows: Sequence[int], pad_id: int, side: str = "right") -> Batch:
+    """Pad to the longest list; `side` is where padding goes (left for generation, right for capture)."""
+    width = max(len(t) for t in token_lists)
+    ids = torch.full((len(token_lists), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_lists), width), dtype=torch.long)
+    for r, toks in enumerate(token_lists):
+        sl = slice(width - len(toks), width) if side == "left" else slice(0, len(toks))
+        ids[r, sl] = torch.tensor(list(toks), dtype=torch.long)
+        mask[r, sl] = 1
+    return Batch(tuple(rows), ids, mask, torch.tensor([len(t) for t in token_lists]))
+
+
+def length_sorted_batches(token_lists: Sequence[Sequence[int]], batch_size: int, pad_id: int) -> list[Batch]:
+    """Right-padded batches of documents sorted longest first (ties by input order), so padding is minimal
+    and the largest batch comes first (out-of-memory shows at once)."""
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    order = sorted(range(len(token_lists)), key=lambda i: (-len(token_lists[i]), i))
+    return [pad_batch([token_lists[i] for i in chunk], chunk, pad_id)
+            for chunk in (order[s:s + batch_size] for s in range(0, len(order), batch_size))]
+
+
+def forward_layers(lm: LoadedModel, batch: Batch, layer_ids: Sequence[int], on_hidden: HiddenFn) -> None:
+    """Run the decoder body on `batch`, calling `on_hidden(layer, residual)` for each chosen layer, and stop
+    after the last chosen one."""
+    chosen = sorted(set(layer_ids))
+    last = chosen[-1]
+
+    def hook_for(k: int) -> Callable[..., None]:
+        layer = chosen[k]
+
+        def hook(_module: nn.Module, _args: object, output: object) -> None:
+            on_hidden(layer, residual_of(output))
+            if layer == last:
+                raise _StopForward
+
+        return hook
+
+    device = lm.device
+    with hooked([lm.layers[i] for i in chosen], hook_for), torch.inference_mode():
+        try:
+            lm.body(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
+        except _StopForward:
+            pass
+
+
+def tokenize_documents(lm: LoadedModel, texts: Sequence[str], max_tokens: int) -> tuple[list[list[int]], int]:
+    """Token ids per document, truncated to `max_tokens`; also the number truncated."""
+    out, cut = [], 0
+    for text in texts:
+        ids = lm.encode(text)
+        if len(ids) > max_tokens:
+            ids, cut = ids[:max_tokens], cut + 1
+        out.append(ids)
+    return out, cut
+
+
+def documents_fingerprint(ids: Sequence[str], texts: Sequence[str]) -> str:
+    """`sha256:` over document ids and texts, in order."""
+    h = hashlib.sha256()
+    for i, t in zip(ids, texts, strict=True):
+        h.update(json.dumps([i, t], ensure_ascii=False).encode("utf-8"))
+    return "sha256:" + h.hexdigest()
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    """Write JSON to a temporary file, fsync, then rename over `path`."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=1, ensure_ascii=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _check_layers(lm: LoadedModel, layers: Sequence[int] | None) -> list[int]:
+    n = len(lm.layers)
+    chosen = list(range(n)) if layers is None else sorted(set(int(x) for x in layers))
+    bad = [x for x in chosen if not 0 <= x < n]
+    if bad or not chosen:
+        raise ConfigError(f"layer {bad[0] if bad else '(none)'} out of range: this model has layers 0..{n - 1}")
+    return chosen
+
+
+class _ShardedRun:
+    """The resumable loop shared by both passes: fixed batches grouped into shards; after each shard the
+    caller's state is flushed and the shard is marked done in `capture.json` (atomically), so an
+    interrupted run resumes at the first unfinished shard and produces identical bytes."""
+
+    def __init__(self, run_dir: Path, identity: dict[str, object], n_shards: int) -> None:
+        self.path = run_dir / "capture.json"
+        self.identity = identity
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.done: list[int] = []
+        if self.path.exists():
+            saved = json.loads(self.path.read_text("utf-8"))
+            saved_identity = {k: saved.get(k) for k in identity}
+            if saved_identity != json.loads(json.dumps(identity)):
+                diff = next(k for k in identity if saved_identity[k] != json.loads(json.dumps(identity[k])))
+                raise ConfigError(f"{run_dir}: holds a capture with a different {diff}; "
+                                  "use another work directory or delete this one")
+            self.done = list(saved.get("done", []))
+        self.n_shards = n_shards
+        self.fresh = not self.done
+
+    def pending(self) -> list[int]:
+        return [s for s in range(self.n_shards) if s not in set(self.done)]
+
+    def mark(self, shard: int) -> None:
+        self.done.append(shard)
+        write_json_atomic(self.path, {**self.identity, "n_shards": self.n_shards, "done": sorted(self.done),
+                                      "complete": len(self.done) == self.n_shards})
+
+
+@dataclass
+class DocumentMeans:
+    """Per-document, per-layer residual means on disk (memory-mapped float32)."""
+
+    run_dir: Path
+    ids: list[str]
+    layers: list[int]
+    token_offset: int
+    head: np.ndarray  # [N, L, d] mean over positions [1, offset)
+    tail: np.ndarray  # [N, L, d] mean over positions [offset, end)
+    counts: np.ndarray  # [N, 2] token counts of head and tail
+    norm_sum: np.ndarray  # [N, L] sum of residual norms over positions [1, end)
+    truncated: int
+
+    @property
+    def short(self) -> np.ndarray:
+        """Boolean mask of documents with no token at or after the offset."""
+        return self.counts[:, 1] == 0
+
+    def pooled(self, layer_pos: int, rows: np.ndarray, short_policy: str = "skip") -> tuple[np.ndarray, np.ndarray]:
+        """Means at one layer for `rows` under a short-document policy, in float64, with the kept-row mask.
+
+        `skip`: documents shorter than the offset contribute nothing (the paper's rule);
+        `whole`: they contribute their mean over all tokens but the first.
+        """
+        tail = np.asarray(self.tail[rows, layer_pos, :], dtype=np.float64)
+        short = self.short[rows]
+        if short_policy == "skip":
+            return tail, ~short
+        if short_policy == "whole":
+            tail[short] = np.asarray(self.head[rows[short], layer_pos, :], dtype=np.float64)
+            return tail, self.counts[rows].sum(1) > 0
+        raise ConfigError(f"unknown short-document policy {short_policy!r} (choose from: skip, whole)")
+
+
+def capture_document_means(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str], run_dir: str | Path,
+                           layers: Sequence[int] | None = None, token_offset: int = 50, batch_size: int = 8,
+                           shard_batches: int = 16, max_tokens: int = 2048,
+                           progress: ProgressFn | None = None) -> DocumentMeans:
+    """Mean residual per document and layer, split at `token_offset`; resumes an interrupted run in `run_dir`."""
+    if token_offset < 1:
+        raise ConfigError(f"token offset must be at least 1 (token 0 is the attention sink), got {token_offset}")
+    run_dir = Path(run_dir)
+    chosen = _check_layers(lm, layers)
+    tokens, truncated = tokenize_documents(lm, texts, max_tokens)
+    batches = length_sorted_batches(tokens, batch_size, lm.pad_id)
+    n_shards = max(1, -(-len(batches) // shard_batches))
+    identity = {"format": CAPTURE_FORMAT, "kind": "document_means", "model": lm.spec.__dict__,
+                "documents": documents_fingerprint(ids, texts), "n_documents": len(ids), "layers": chosen,
+                "token_offset": token_offset, "batch_size": batch_size, "shard_batches": shard_batches,
+                "max_tokens": max_tokens}
+    run = _ShardedRun(run_dir, identity, n_shards)
+    n, nl, d = len(ids), len(chosen), lm.spec.hidden_size
+    mode = "w+" if run.fresh else "r+"
+    head = np.lib.format.open_memmap(run_dir / "head.npy", mode=mode, dtype=np.float32, shape=(n, nl, d))
+    tail = np.lib.format.open_memmap(run_dir / "tail.npy", mode=mode, dtype=np.float32, shape=(n, nl, d))
+    norm = np.lib.format.open_memmap(run_dir / "norm_sum.npy", mode=mode, dtype=np.float64, shape=(n, nl))
+    lengths = np.array([len(t) for t in tokens])
+    counts = np.stack([np.clip(np.minimum(lengths, token_offset) - 1, 0, None),
+                       np.clip(lengths - token_offset, 0, None)], axis=1)
+    pos_of = {layer: k for k, layer in enumerate(chosen)}
+
+    for shard in run.pending():
+        for batch in batches[shard * shard_batches:(shard + 1) * shard_batches]:
+            rows = np.array(batch.rows)
+            positions = torch.arange(batch.input_ids.shape[1])
+            real = batch.attention_mask.bool()
+            head_mask = real & (positions >= 1) & (positions < token_offset)
+            tail_mask = real & (positions >= token_offset)
+            body_mask = real & (positions >= 1)
+
+            def on_hidden(layer: int, h: torch.Tensor, rows: np.ndarray = rows, head_mask: torch.Tensor = head_mask,
+                          tail_mask: torch.Tensor = tail_mask, body_mask: torch.Tensor = body_mask) -> None:
+                k = pos_of[layer]
+                h64 = h.to(torch.float64)
+                segs = torch.stack([head_mask, tail_mask]).to(h.device, torch.float64)  # [2, B, T]
+                sums = torch.einsum("sbt,btd->sbd", segs, h64)
+                cnt = segs.sum(-1, keepdim=True).clamp_min(1)
+                means = (sums / cnt).float().cpu().numpy()
+                head[rows, k, :] = means[0]
+                tail[rows, k, :] = means[1]
+                norms = torch.linalg.vector_norm(h.float(), dim=-1).to(torch.float64)
+                norm[rows, k] = (norms * body_mask.to(h.device)).sum(-1).cpu().numpy()
+
+            forward_layers(lm, batch, chosen, on_hidden)
+            if progress:
+                progress(len(batch.rows), int(batch.lengths.sum()))
+        for arr in (head, tail, norm):
+            arr.flush()
+        run.mark(shard)
+    np.save(run_dir / "counts.npy", counts)
+    return DocumentMeans(run_dir, list(ids), chosen, token_offset, head, tail, counts, norm, truncated)
+
+
+@dataclass
+class TokenStats:
+    """Streamed float64 moments of per-token residuals at each chosen layer (tokens from position 1)."""
+
+    layers: list[int]
+    count: int
+    sum: np.ndarray  # [L, d]
+    outer: np.ndarray  # [L, d, d]
+    norm_sum: np.ndarray  # [L]
+
+    def mean(self, layer_pos: int) -> np.ndarray:
+        return self.sum[layer_pos] / self.count
+
+    def covariance(self, layer_pos: int) -> np.ndarray:
+        """Unbiased covariance of the tokens at one layer."""
+        mu = self.mean(layer_pos)
+        return (self.outer[layer_pos] - self.count * np.outer(mu, mu)) / max(self.count - 1, 1)
+
+
+def capture_token_stats(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str], run_dir: str | Path,
+                        layers: Sequence[int] | None = None, batch_size: int = 8, shard_batches: int = 16,
+                        max_tokens: int = 2048, progress: ProgressFn | None = None) -> TokenStats:
+    """First and second moments of every token's residual (positions ≥ 1) per layer; resumable."""
+    run_dir = Path(run_dir)
+    chosen = _check_layers(lm, layers)
+    tokens, _ = tokenize_documents(lm, texts, max_tokens)
+    batches = length_sorted_batches(tokens, batch_size, lm.pad_id)
+    n_shards = max(1, -(-len(batches) // shard_batches))
+    identity = {"format": CAPTURE_FORMAT, "kind": "token_stats", "model": lm.spec.__dict__,
+                "documents": documents_fingerprint(ids, texts), "n_documents": len(ids), "layers": chosen,
+                "batch_size": batch_size, "shard_batches": shard_batches, "max_tokens": max_tokens}
+    run = _ShardedRun(run_dir, identity, n_shards)
+    state_path = run_dir / "token_stats.safetensors"
+    nl, d = len(chosen), lm.spec.hidden_size
+    if run.fresh:
+        state = {"count": np.zeros(1, np.int64), "sum": np.zeros((nl, d)), "outer": np.zeros((nl, d, d)),
+                 "norm_sum": np.zeros(nl)}
+    else:
+        state = load_file(str(state_path))
+    pos_of = {layer: k for k, layer in enumerate(chosen)}
+
+    for shard in run.pending():
+        for batch in batches[shard * shard_batches:(shard + 1) * shard_batches]:
+            positions = torch.arange(batch.input_ids.shape[1])
+            keep = batch.attention_mask.bool() & (positions >= 1)
+
+            def on_hidden(layer: int, h: torch.Tensor, keep: torch.Tensor = keep) -> None:
+                k = pos_of[layer]
+                x = h[keep.to(h.device)].to(torch.float64)  # [tokens, d]
+                state["sum"][k] += x.sum(0).cpu().numpy()
+                state["outer"][k] += (x.T @ x).cpu().numpy()
+                state["norm_sum"][k] += float(torch.linalg.vector_norm(x, dim=-1).sum())
+
+            forward_layers(lm, batch, chosen, on_hidden)
+            state["count"][0] += int(keep.sum())
+            if progress:
+                progress(len(batch.rows), int(batch.lengths.sum()))
+        tmp = state_path.with_name(state_path.name + ".tmp")
+        save_file(state, str(tmp))
+        os.replace(tmp, state_path)
+        run.mark(shard)
+    return TokenStats(chosen, int(state["count"][0]), state["sum"], state["outer"], state["norm_sum"])

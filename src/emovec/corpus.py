@@ -1,0 +1,178 @@
+"""Corpus format: JSONL stories `{id, emotion, topic, text, source}` and neutral dialogues `{id, topic, text, source}`.
+
+Every line is validated when loaded; errors name `file:line` and the field, and an unknown emotion comes
+with the closest valid names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from emovec.concepts import check_emotions, concepts, unknown_emotion_message
+from emovec.errors import CorpusError
+
+STORY_FIELDS = ("id", "emotion", "topic", "text", "source")
+NEUTRAL_FIELDS = ("id", "topic", "text", "source")
+
+
+@dataclass(frozen=True)
+class Story:
+    """A short text in which a character feels `emotion` without it being named."""
+
+    id: str
+    emotion: str
+    topic: str
+    text: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Dialogue:
+    """An emotionally neutral Human/Assistant dialogue, used to denoise the vectors."""
+
+    id: str
+    topic: str
+    text: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Stories plus neutral dialogues; `fingerprint` identifies the exact content."""
+
+    stories: tuple[Story, ...]
+    neutral: tuple[Dialogue, ...] = field(default_factory=tuple)
+
+    @property
+    def emotions(self) -> list[str]:
+        """Emotions present, in the paper's order (then any others in order of appearance)."""
+        present = dict.fromkeys(s.emotion for s in self.stories)
+        ordered = [e for e in concepts().emotions if e in present]
+        return ordered + [e for e in present if e not in set(ordered)]
+
+    def counts(self) -> Counter[str]:
+        """Number of stories per emotion."""
+        return Counter(s.emotion for s in self.stories)
+
+    def fingerprint(self) -> str:
+        """`sha256:` over the canonical JSON of every record, stories then neutral."""
+        h = hashlib.sha256()
+        for rec in [*self.stories, *self.neutral]:
+            h.update(json.dumps(rec.__dict__, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+            h.update(b"\n")
+        return "sha256:" + h.hexdigest()
+
+    def subset(self, emotions: Sequence[str] | None = None, per_emotion: int | None = None,
+               neutral: int | None = None) -> Corpus:
+        """Keep only some emotions, the first `per_emotion` stories of each, and the first `neutral` dialogues."""
+        keep = set(emotions) if emotions is not None else None
+        taken: Counter[str] = Counter()
+        stories = []
+        for s in self.stories:
+            if keep is not None and s.emotion not in keep:
+                continue
+            if per_emotion is not None and taken[s.emotion] >= per_emotion:
+                continue
+            taken[s.emotion] += 1
+            stories.append(s)
+        dialogues = self.neutral if neutral is None else self.neutral[:neutral]
+        return Corpus(tuple(stories), tuple(dialogues))
+
+
+def builtin_dir() -> Path:
+    """Directory of the shipped corpus (`stories-*.jsonl`, `neutral.jsonl`)."""
+    return Path(str(resources.files("emovec.data").joinpath("corpus")))
+
+
+def _records(path: Path, fields: tuple[str, ...]) -> Iterable[tuple[int, dict[str, str]]]:
+    """Yield (line number, record) for each non-blank line, validating JSON shape and string fields."""
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except FileNotFoundError:
+        raise CorpusError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(rec, dict):
+            raise CorpusError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        for name in fields:
+            if name not in rec:
+                raise CorpusError(f"{where}: missing field '{name}' (a record needs: {', '.join(fields)})")
+            if not isinstance(rec[name], str) or not rec[name].strip():
+                raise CorpusError(f"{where}: field '{name}' must be a non-empty string")
+        extra = sorted(set(rec) - set(fields))
+        if extra:
+            raise CorpusError(f"{where}: unknown field '{extra[0]}' (a record has: {', '.join(fields)})")
+        yield number, rec
+
+
+def _expand(paths: Sequence[str | Path], pattern: str) -> list[Path]:
+    """Files named directly, plus files matching `pattern` in named directories, sorted."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob(pattern))
+            if not found:
+                raise CorpusError(f"{p}: no files matching {pattern}")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def load_stories(paths: Sequence[str | Path], emotions: Sequence[str] | None = None) -> tuple[Story, ...]:
+    """Load and validate story files; `emotions` restricts which are kept (all must be valid names)."""
+    valid = concepts().emotions
+    valid_set = set(valid)
+    keep = set(emotions) if emotions is not None else None
+    seen: dict[str, str] = {}
+    stories: list[Story] = []
+    for path in _expand(paths, "stories*.jsonl"):
+        for number, rec in _records(path, STORY_FIELDS):
+            where = f"{path}:{number}"
+            if rec["emotion"] not in valid_set:
+                raise CorpusError(f"{where}: {unknown_emotion_message(rec['emotion'], valid)}")
+            if rec["id"] in seen:
+                raise CorpusError(f"{where}: duplicate id {rec['id']!r} (first at {seen[rec['id']]})")
+            seen[rec["id"]] = where
+            if keep is None or rec["emotion"] in keep:
+                stories.append(Story(**rec))
+    if not stories:
+        raise CorpusError(f"no stories found in {', '.join(map(str, paths))}")
+    return tuple(stories)
+
+
+def load_neutral(paths: Sequence[str | Path]) -> tuple[Dialogue, ...]:
+    """Load and validate neutral dialogue files."""
+    seen: dict[str, str] = {}
+    out: list[Dialogue] = []
+    for path in _expand(paths, "neutral*.jsonl"):
+        for number, rec in _records(path, NEUTRAL_FIELDS):
+            if rec["id"] in seen:
+                raise CorpusError(f"{path}:{number}: duplicate id {rec['id']!r} (first at {seen[rec['id']]})")
+            seen[rec["id"]] = f"{path}:{number}"
+            out.append(Dialogue(**rec))
+    return tuple(out)
+
+
+def load_corpus(stories: Sequence[str | Path] | None = None, neutral: Sequence[str | Path] | None = None,
+                emotions: Sequence[str] | None = None) -> Corpus:
+    """Load a corpus; with no paths, the built-in one shipped in `emovec/data/corpus`."""
+    if emotions is not None:
+        check_emotions(list(emotions))
+    story_paths = stories if stories is not None else [builtin_dir()]
+    neutral_paths = neutral if neutral is not None else [builtin_dir()]
+    return Corpus(load_stories(story_paths, emotions), load_neutral(neutral_paths) if neutral_paths else ())

@@ -1,0 +1,304 @@
+"""Emotion vectors: per layer, each emotion's mean minus the mean over emotions, denoised against neutral text.
+
+`extract` runs the two capture passes and builds an `EmotionVectors`; `save`/`load` read and write an
+artifact directory (safetensors tensors + a JSON manifest with provenance and checksums).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+
+from emovec.capture import (DocumentMeans, ProgressFn, TokenStats, capture_document_means, capture_token_stats,
+                            write_json_atomic)
+from emovec.concepts import unknown_emotion_message
+from emovec.corpus import Corpus
+from emovec.errors import ArtifactError, ConfigError, IncompatibleModelError, UnknownEmotionError
+from emovec.models import LoadedModel, ModelSpec, sha256_file
+
+ARTIFACT_FORMAT = "emovec.vectors/1"
+TENSOR_FILE = "vectors.safetensors"
+
+
+def default_layer_for(num_layers: int) -> int:
+    """About two-thirds of the way through the model (the paper's 'mid-late' layer): ⌊2/3 · n⌋."""
+    return (2 * num_layers) // 3
+
+
+def emotion_means(doc: DocumentMeans, emotions_of_docs: Sequence[str], emotions: Sequence[str],
+                  short_policy: str = "skip") -> tuple[np.ndarray, dict[str, int]]:
+    """Per emotion and layer, the float64 mean over that emotion's documents of their pooled means.
+
+    Returns the [E, L, d] means and the number of documents used per emotion.
+    """
+    labels = np.array(emotions_of_docs)
+    out = np.zeros((len(emotions), len(doc.layers), doc.head.shape[2]))
+    used: dict[str, int] = {}
+    for e_idx, emotion in enumerate(emotions):
+        rows = np.flatnonzero(labels == emotion)
+        for k in range(len(doc.layers)):
+            pooled, keep = doc.pooled(k, rows, short_policy)
+            if not keep.any():
+                raise ConfigError(f"emotion {emotion!r} has no document reaching the token offset "
+                                  f"{doc.token_offset}; use longer stories or --short-policy whole")
+            out[e_idx, k] = pooled[keep].mean(0)
+        used[emotion] = int(keep.sum())
+    return out, used
+
+
+def difference_of_means(means: np.ndarray) -> np.ndarray:
+    """v_e = mu_e − mean over emotions of mu_e (equal weight per emotion), per layer."""
+    return means - means.mean(axis=0, keepdims=True)
+
+
+def neutral_components(cov: np.ndarray, variance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Top principal directions of a covariance: the fewest whose explained variance reaches `variance`.
+
+    Returns (components [k, d], explained-variance ratios of all components, descending).
+    """
+    evals, evecs = np.linalg.eigh(cov)
+    order = np.argsort(evals)[::-1]
+    evals, evecs = np.clip(evals[order], 0, None), evecs[:, order]
+    ratio = evals / evals.sum()
+    if variance <= 0:
+        return np.zeros((0, cov.shape[0])), ratio
+    k = int(np.searchsorted(np.cumsum(ratio), variance - 1e-12) + 1)
+    return evecs[:, :k].T.copy(), ratio
+
+
+def project_out(vectors: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Remove the span of orthonormal `components` [k, d] from each row of `vectors` [..., d]."""
+    if len(components) == 0:
+        return vectors.copy()
+    return vectors - (vectors @ components.T) @ components
+
+
+@dataclass
+class EmotionVectors:
+    """Emotion directions for one model, at one or more layers.
+
+    `raw` and `denoised` are [emotions, layers, hidden]; `mean_norm` is each layer's mean residual norm
+    (the unit of steering strength); `components[layer]` are the neutral directions projected out.
+    """
+
+    emotions: list[str]
+    layers: list[int]
+    raw: np.ndarray
+    denoised: np.ndarray
+    mean_norm: np.ndarray
+    components: dict[int, np.ndarray]
+    model: ModelSpec
+    default_layer: int
+    meta: dict[str, object] = field(default_factory=dict)
+
+    # ---- lookup -------------------------------------------------------------------------------
+    def layer_pos(self, layer: int | None) -> int:
+        """Index into the layer axis for a model layer (None = the default layer)."""
+        layer = self.default_layer if layer is None else layer
+        if layer not in self.layers:
+            raise ConfigError(f"layer {layer} is not in these vectors (layers {self.layers[0]}..{self.layers[-1]})")
+        return self.layers.index(layer)
+
+    def emotion_pos(self, emotion: str) -> int:
+        if emotion not in self.emotions:
+            raise UnknownEmotionError(unknown_emotion_message(emotion, self.emotions))
+        return self.emotions.index(emotion)
+
+    def matrix(self, layer: int | None = None, denoised: bool = True, unit: bool = True) -> np.ndarray:
+        """[emotions, hidden] at one layer, unit-normalised by default."""
+        m = (self.denoised if denoised else self.raw)[:, self.layer_pos(layer), :].astype(np.float64)
+        return m / np.linalg.norm(m, axis=1, keepdims=True).clip(1e-12) if unit else m
+
+    def vector(self, emotion: str, layer: int | None = None, denoised: bool = True, unit: bool = True) -> np.ndarray:
+        """One emotion's direction at one layer."""
+        return self.matrix(layer, denoised, unit)[self.emotion_pos(emotion)]
+
+    # ---- read-outs ----------------------------------------------------------------------------
+    def similar(self, emotion: str, layer: int | None = None, k: int = 5,
+                denoised: bool = True) -> list[tuple[str, float]]:
+        """The `k` emotions whose vectors have the highest cosine with `emotion`'s, best first."""
+        m = self.matrix(layer, denoised)
+        sims = m @ m[self.emotion_pos(emotion)]
+        order = [i for i in np.argsort(-sims) if self.emotions[i] != emotion][:k]
+        return [(self.emotions[i], float(sims[i])) for i in order]
+
+    def scores(self, activations: np.ndarray | torch.Tensor, layer: int | None = None) -> np.ndarray | torch.Tensor:
+        """Cosine of activations [..., hidden] with every emotion → [..., emotions] (same array type)."""
+        m = self.matrix(layer)
+        if isinstance(activations, torch.Tensor):
+            a = activations.to(torch.float32)
+            mt = torch.as_tensor(m, dtype=torch.float32, device=a.device)
+            return (a @ mt.T) / torch.linalg.vector_norm(a, dim=-1, keepdim=True).clamp_min(1e-12)
+        a = np.asarray(activations, dtype=np.float64)
+        return (a @ m.T) / np.linalg.norm(a, axis=-1, keepdims=True).clip(1e-12)
+
+    # ---- model binding ------------------------------------------------------------------------
+    def check_compatible(self, lm: LoadedModel) -> None:
+        """Raise unless `lm` has the architecture, width and depth these vectors were made for."""
+        mine, theirs = self.model, lm.spec
+        if (mine.architecture, mine.num_layers, mine.hidden_size) != (theirs.architecture, theirs.num_layers, theirs.hidden_size):
+            raise IncompatibleModelError(
+                f"vectors were made for {mine.architecture} with {mine.num_layers} layers × {mine.hidden_size}; "
+                f"this model is {theirs.architecture} with {theirs.num_layers} layers × {theirs.hidden_size}")
+
+    # ---- artifact -----------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write the artifact directory (tensors, then the manifest that names their checksums)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {"raw": self.raw.astype(np.float32), "denoised": self.denoised.astype(np.float32),
+                   "mean_norm": self.mean_norm.astype(np.float64)}
+        tensors |= {f"components.{layer}": c.astype(np.float32) for layer, c in self.components.items() if len(c)}
+        tmp = directory / (TENSOR_FILE + ".tmp")
+        save_file(tensors, str(tmp))
+        os.replace(tmp, directory / TENSOR_FILE)
+        manifest = {
+            "format": ARTIFACT_FORMAT,
+            "model": self.model.__dict__,
+            "emotions": self.emotions,
+            "layers": self.layers,
+            "default_layer": self.default_layer,
+            **self.meta,
+            "files": {TENSOR_FILE: "sha256:" + sha256_file(directory / TENSOR_FILE)},
+        }
+        write_json_atomic(directory / "manifest.json", manifest)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> EmotionVectors:
+        """Read an artifact directory, verifying format and checksums."""
+        directory = Path(directory)
+        path = directory / "manifest.json"
+        if not path.exists():
+            raise ArtifactError(f"{directory}: not an emovec artifact (no manifest.json)")
+        try:
+            manifest = json.loads(path.read_text("utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
+        if manifest.get("format") != ARTIFACT_FORMAT:
+            raise ArtifactError(f"{path}: format {manifest.get('format')!r}, expected {ARTIFACT_FORMAT!r}")
+        for name, digest in manifest.get("files", {}).items():
+            f = directory / name
+            if not f.exists():
+                raise ArtifactError(f"{f}: missing (listed in the manifest)")
+            if "sha256:" + sha256_file(f) != digest:
+                raise ArtifactError(f"{f}: checksum mismatch (the file was modified or corrupted)")
+        tensors = load_file(str(directory / TENSOR_FILE))
+        try:
+            spec = ModelSpec(**manifest["model"])
+            layers = [int(x) for x in manifest["layers"]]
+            components = {layer: tensors.get(f"components.{layer}", np.zeros((0, spec.hidden_size), np.float32))
+                          for layer in layers}
+            meta = {k: v for k, v in manifest.items()
+                    if k not in {"format", "model", "emotions", "layers", "default_layer", "files"}}
+            return cls(emotions=list(manifest["emotions"]), layers=layers, raw=tensors["raw"],
+                       denoised=tensors["denoised"], mean_norm=tensors["mean_norm"], components=components,
+                       model=spec, default_layer=int(manifest["default_layer"]), meta=meta)
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"{path}: malformed manifest ({exc})") from None
+
+
+def build_vectors(doc: DocumentMeans, stats: TokenStats | None, labels: Sequence[str], emotions: Sequence[str],
+                  model: ModelSpec, denoise_variance: float = 0.5, short_policy: str = "skip") -> EmotionVectors:
+    """Turn the two capture passes into vectors: difference of means, then neutral PCA projection."""
+    means, used = emotion_means(doc, labels, emotions, short_policy)
+    raw = difference_of_means(means)
+    denoised = np.empty_like(raw)
+    components: dict[int, np.ndarray] = {}
+    removed: dict[str, int] = {}
+    explained: dict[str, float] = {}
+    for k, layer in enumerate(doc.layers):
+        if stats is None or denoise_variance <= 0:
+            comps = np.zeros((0, raw.shape[2]))
+        else:
+            comps, ratio = neutral_components(stats.covariance(k), denoise_variance)
+            explained[str(layer)] = float(ratio[: len(comps)].sum())
+        components[layer] = comps
+        removed[str(layer)] = len(comps)
+        denoised[:, k, :] = project_out(raw[:, k, :], comps)
+    # mean residual norm per layer over story and neutral tokens (positions ≥ 1)
+    story_tokens = int(doc.counts.sum())
+    norm_total = doc.norm_sum.sum(0)
+    tokens_total = story_tokens
+    if stats is not None:
+        norm_total = norm_total + stats.norm_sum
+        tokens_total += stats.count
+    short = int(doc.short.sum())
+    default = default_layer_for(model.num_layers)
+    if default not in doc.layers:
+        default = doc.layers[min(range(len(doc.layers)), key=lambda i: abs(doc.layers[i] - default))]
+    meta = {
+        "method": {"token_offset": doc.token_offset, "short_policy": short_policy, "short_documents": short,
+                   "truncated_documents": doc.truncated, "denoise_variance": denoise_variance,
+                   "components_removed": removed, "variance_explained": explained,
+                   "pca": "per-token, mean-centred, per layer; positions >= 1",
+                   "norm_tokens": tokens_total, "stories_used": used, "hook": "decoder layer output, before final norm"},
+    }
+    return EmotionVectors(emotions=list(emotions), layers=list(doc.layers), raw=raw.astype(np.float32),
+                          denoised=denoised.astype(np.float32), mean_norm=norm_total / max(tokens_total, 1),
+                          components=components, model=model, default_layer=default, meta=meta)
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("emovec", "torch", "transformers", "numpy", "safetensors", "gguf"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def extract(lm: LoadedModel, corpus: Corpus, layers: Sequence[int] | None = None, token_offset: int = 50,
+            batch_size: int = 8, denoise_variance: float = 0.5, short_policy: str = "skip",
+            work_dir: str | Path | None = None, progress: ProgressFn | None = None,
+            keep_work: bool = True) -> EmotionVectors:
+    """Extract emotion vectors from `corpus` on `lm` (the paper's §3 method).
+
+    Captures land in `work_dir` (resumable; a temporary directory if None, deleted afterwards unless
+    `keep_work`). `progress(docs, tokens)` is called after each batch.
+    """
+    if not corpus.stories:
+        raise ConfigError("the corpus has no stories")
+    emotions = corpus.emotions
+    if len(emotions) < 2:
+        raise ConfigError("need stories for at least two emotions (vectors are differences from their mean)")
+    if not 0 <= denoise_variance < 1:
+        raise ConfigError(f"denoise variance must be in [0, 1), got {denoise_variance}")
+    if work_dir is None:
+        import tempfile
+
+        work = Path(tempfile.mkdtemp(prefix="emovec-"))
+        keep_work = False
+    else:
+        work = Path(work_dir)
+    try:
+        doc = capture_document_means(lm, [s.id for s in corpus.stories], [s.text for s in corpus.stories],
+                                     work / "stories", layers, token_offset, batch_size, progress=progress)
+        stats = None
+        if corpus.neutral and denoise_variance > 0:
+            stats = capture_token_stats(lm, [d.id for d in corpus.neutral], [d.text for d in corpus.neutral],
+                                        work / "neutral", doc.layers, batch_size, progress=progress)
+        vecs = build_vectors(doc, stats, [s.emotion for s in corpus.stories], emotions, lm.spec,
+                             denoise_variance, short_policy)
+    finally:
+        if not keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+    vecs.meta |= {
+        "corpus": {"stories": len(corpus.stories), "neutral": len(corpus.neutral),
+                   "fingerprint": corpus.fingerprint(), "framing": "raw text"},
+        "versions": _versions(),
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    return vecs
