@@ -99,3 +99,17 @@ def write_corpus(directory: Path, per_emotion: int = 4, neutral: int = 6, words:
             fh.write(json.dumps({"id": f"n-{i}", "topic": "t", "text": f"Human: {body}\n\nAssistant: {body}",
                                  "source": "test"}) + "\n")
     return stories, neutral_path
+
+
+def random_vectors(lm: LoadedModel, emotions: tuple[str, ...] = ("calm", "happy", "afraid"), seed: int = 0):
+    """EmotionVectors with random directions bound to `lm` (for steering and monitoring tests)."""
+    import numpy as np
+
+    from emovec.vectors import EmotionVectors
+
+    rng = np.random.default_rng(seed)
+    n, d = lm.spec.num_layers, lm.spec.hidden_size
+    raw = rng.normal(size=(len(emotions), n, d)).astype(np.float32)
+    return EmotionVectors(emotions=list(emotions), layers=list(range(n)), raw=raw, denoised=raw.copy(),
+                          mean_norm=np.full(n, 4.0), components={i: np.zeros((0, d)) for i in range(n)},
+                          model=lm.spec, default_layer=(2 * n) // 3)

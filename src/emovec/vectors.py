@@ -143,6 +143,12 @@ class EmotionVectors:
         a = np.asarray(activations, dtype=np.float64)
         return (a @ m.T) / np.linalg.norm(a, axis=-1, keepdims=True).clip(1e-12)
 
+    def steer(self, lm: LoadedModel, weights: dict[str, float], **options: object):  # noqa: ANN201
+        """`with vecs.steer(model, {"calm": 0.05}): ...` — see `emovec.steering.steer` for options."""
+        from emovec.steering import steer
+
+        return steer(lm, self, weights, **options)
+
     # ---- model binding ------------------------------------------------------------------------
     def check_compatible(self, lm: LoadedModel) -> None:
         """Raise unless `lm` has the architecture, width and depth these vectors were made for."""

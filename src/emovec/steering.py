@@ -1,0 +1,152 @@
+"""Steering: add emotion directions to the residual stream while a `with` block is open.
+
+Strength is in the paper's units: s × (that layer's mean residual norm) × unit vector, so s = 0.05 adds
+5% of a typical residual. Hooks are removed on exit, also on exceptions; the model's modules are never
+replaced or modified.
+
+Positions, in padded token coordinates of the batch:
+- `all`: every position, prompt and generated;
+- `prompt` / `generated`: positions before / from `prompt_length`; without `prompt_length`, the tokens of
+  forward calls that start with an empty KV cache count as prompt and later (decode) calls as generated.
+  Note that the first generated token's logits come from the prefill, so `generated` steering first
+  changes the second generated token;
+- a boolean `token_mask` [batch, prompt_positions]: only those prompt positions (see `span_token_mask`
+  to build one from character spans of the text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from emovec.capture import hooked, residual_of
+from emovec.errors import ConfigError
+from emovec.models import LoadedModel
+from emovec.vectors import EmotionVectors
+
+POSITION_MODES = ("all", "prompt", "generated")
+
+
+def steering_directions(vecs: EmotionVectors, weights: Mapping[str, float], layers: Sequence[int],
+                        denoised: bool = True) -> dict[int, np.ndarray]:
+    """Per layer, Σ_e s_e · mean_norm[layer] · unit(v_e): blends and arithmetic of emotions in one vector."""
+    if not weights:
+        raise ConfigError("no emotion to steer with: give at least one emotion=strength")
+    out: dict[int, np.ndarray] = {}
+    for layer in layers:
+        pos = vecs.layer_pos(layer)
+        m = vecs.matrix(layer, denoised=denoised, unit=True)
+        direction = sum(float(s) * m[vecs.emotion_pos(e)] for e, s in weights.items())
+        out[layer] = float(vecs.mean_norm[pos]) * np.asarray(direction)
+    return out
+
+
+@dataclass
+class _PositionTracker:
+    """Where the current forward call's tokens sit: past length read from the KV cache before each call."""
+
+    past: int = 0
+    prefill: bool = True
+
+    def before_body(self, _module: nn.Module, _args: tuple, kwargs: dict) -> None:
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))  # renamed `cache` in transformers 5.x
+        self.past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
+        self.prefill = self.past == 0
+
+
+@dataclass
+class Steering:
+    """The directions being added (per layer) and how positions are chosen; yielded by `steer`."""
+
+    directions: dict[int, np.ndarray]
+    positions: str
+    prompt_length: int | None = None
+    token_mask: torch.Tensor | None = None
+    tracker: _PositionTracker = field(default_factory=_PositionTracker)
+
+    def mask_for(self, batch: int, length: int, device: torch.device) -> torch.Tensor | None:
+        """[batch, length, 1] float mask of positions to steer in this call (None = all of them)."""
+        if self.positions == "all" and self.token_mask is None:
+            return None
+        absolute = torch.arange(self.tracker.past, self.tracker.past + length, device=device)
+        if self.token_mask is not None:
+            tm = self.token_mask.to(device)
+            if tm.shape[0] != batch:
+                raise ConfigError(f"token_mask has {tm.shape[0]} rows but the batch has {batch}")
+            inside = absolute < tm.shape[1]
+            sel = torch.zeros(batch, length, dtype=torch.bool, device=device)
+            sel[:, inside] = tm[:, absolute[inside]]
+        else:
+            if self.prompt_length is not None:
+                is_prompt = absolute < self.prompt_length
+            else:
+                is_prompt = torch.full((length,), self.tracker.prefill, device=device)
+            sel = (is_prompt if self.positions == "prompt" else ~is_prompt).expand(batch, length)
+        return sel.unsqueeze(-1)
+
+
+@contextmanager
+def steer(lm: LoadedModel, vecs: EmotionVectors, weights: Mapping[str, float], layers: int | Sequence[int] | None = None,
+          positions: str = "all", prompt_length: int | None = None, token_mask: torch.Tensor | None = None,
+          denoised: bool = True) -> Iterator[Steering]:
+    """Add Σ s_e · n̄_layer · v̂_e at `layers` (default: the artifact's default layer) while the block runs."""
+    vecs.check_compatible(lm)
+    if positions not in POSITION_MODES:
+        raise ConfigError(f"unknown positions {positions!r} (choose from: {', '.join(POSITION_MODES)})")
+    chosen = [vecs.default_layer] if layers is None else ([layers] if isinstance(layers, int) else list(layers))
+    for layer in chosen:
+        if not 0 <= layer < len(lm.layers):
+            raise ConfigError(f"layer {layer} out of range: this model has layers 0..{len(lm.layers) - 1}")
+    state = Steering(steering_directions(vecs, weights, chosen, denoised), positions, prompt_length, token_mask)
+    cached: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+
+    def hook_for(k: int):  # noqa: ANN202 - a forward hook
+        layer = chosen[k]
+
+        def hook(_module: nn.Module, _args: object, output: object) -> object:
+            h = residual_of(output)
+            key = (layer, h.dtype, h.device)
+            if key not in cached:
+                cached[key] = torch.as_tensor(state.directions[layer], dtype=torch.float32).to(h.device, h.dtype)
+            delta = cached[key]
+            mask = state.mask_for(h.shape[0], h.shape[1], h.device)
+            steered = h + (delta if mask is None else mask.to(h.dtype) * delta)
+            if isinstance(output, tuple):
+                return (steered, *output[1:])
+            return steered
+
+        return hook
+
+    body_handle = lm.body.register_forward_pre_hook(state.tracker.before_body, with_kwargs=True)
+    try:
+        with hooked([lm.layers[i] for i in chosen], hook_for):
+            yield state
+    finally:
+        body_handle.remove()
+
+
+def span_token_mask(tokenizer: object, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
+                    padding_side: str = "right", add_special_tokens: bool = True) -> torch.Tensor:
+    """Boolean [batch, padded_length] mask of the tokens overlapping character spans of each text.
+
+    A token is selected when its character range intersects a span (so a multi-byte character split
+    over several tokens selects all of them). Padding follows `padding_side` as in the batch you run.
+    """
+    encoded = [tokenizer(t, add_special_tokens=add_special_tokens, return_offsets_mapping=True) for t in texts]
+    width = max(len(e["input_ids"]) for e in encoded)
+    mask = torch.zeros(len(texts), width, dtype=torch.bool)
+    for row, (enc, row_spans) in enumerate(zip(encoded, spans, strict=True)):
+        n = len(enc["input_ids"])
+        shift = width - n if padding_side == "left" else 0
+        for start, end in row_spans:
+            if not 0 <= start < end <= len(texts[row]):
+                raise ConfigError(f"span ({start}, {end}) is outside text {row} of length {len(texts[row])}")
+            for t, (a, b) in enumerate(enc["offset_mapping"]):
+                if a < end and b > start and b > a:
+                    mask[row, shift + t] = True
+    return mask
