@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +184,54 @@ class _ShardedRun:
                                       "complete": len(self.done) == self.n_shards})
 
 
+class _HostWriter:
+    """Copies device results to the host without blocking the device and writes them in a worker thread,
+    so the next batch's forward pass overlaps the previous batch's disk writes. At most `depth` batches
+    are in flight (bounded memory); `drain` waits for all and re-raises any write error."""
+
+    def __init__(self, depth: int = 2) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emovec-writer")
+        self.pending: deque[Future[None]] = deque()
+        self.depth = depth
+
+    @staticmethod
+    def to_host(t: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        if t.device.type != "cuda":
+            return t, None
+        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        host.copy_(t, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return host, event
+
+    def submit(self, tensors: Sequence[torch.Tensor], write: Callable[..., None]) -> None:
+        copies = [self.to_host(t) for t in tensors]
+
+        def job() -> None:
+            for _, event in copies:
+                if event is not None:
+                    event.synchronize()
+            write(*(host.numpy() for host, _ in copies))
+
+        self.pending.append(self.pool.submit(job))
+        while len(self.pending) > self.depth:
+            self.pending.popleft().result()
+
+    def then(self, fn: Callable[[], None]) -> None:
+        """Run `fn` in the writer thread after every write submitted so far (e.g. flush, then mark done)."""
+        self.pending.append(self.pool.submit(fn))
+
+    def drain(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+
+    def close(self) -> None:
+        try:
+            self.drain()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
 @dataclass
 class DocumentMeans:
     """Per-document, per-layer residual means on disk (memory-mapped float32)."""
@@ -242,8 +292,25 @@ def capture_document_means(lm: LoadedModel, ids: Sequence[str], texts: Sequence[
     lengths = np.array([len(t) for t in tokens])
     counts = np.stack([np.clip(np.minimum(lengths, token_offset) - 1, 0, None),
                        np.clip(lengths - token_offset, 0, None)], axis=1)
-    pos_of = {layer: k for k, layer in enumerate(chosen)}
+    def write(rows: np.ndarray, means: np.ndarray, norms_: np.ndarray) -> None:
+        head[rows] = means[0]
+        tail[rows] = means[1]
+        norm[rows] = norms_
 
+    writer = _HostWriter()
+    try:
+        _capture_means_shards(lm, run, batches, shard_batches, chosen, token_offset, writer, write, (head, tail, norm),
+                              progress)
+    finally:
+        writer.close()
+    np.save(run_dir / "counts.npy", counts)
+    return DocumentMeans(run_dir, list(ids), chosen, token_offset, head, tail, counts, norm, truncated)
+
+
+def _capture_means_shards(lm: LoadedModel, run: _ShardedRun, batches: list[Batch], shard_batches: int,
+                          chosen: list[int], token_offset: int, writer: _HostWriter, write: Callable[..., None],
+                          arrays: Sequence[np.ndarray], progress: ProgressFn | None) -> None:
+    """The forward passes of `capture_document_means`, shard by shard."""
     for shard in run.pending():
         for batch in batches[shard * shard_batches:(shard + 1) * shard_batches]:
             rows = np.array(batch.rows)
@@ -253,27 +320,32 @@ def capture_document_means(lm: LoadedModel, ids: Sequence[str], texts: Sequence[
             tail_mask = real & (positions >= token_offset)
             body_mask = real & (positions >= 1)
 
-            def on_hidden(layer: int, h: torch.Tensor, rows: np.ndarray = rows, head_mask: torch.Tensor = head_mask,
-                          tail_mask: torch.Tensor = tail_mask, body_mask: torch.Tensor = body_mask) -> None:
-                k = pos_of[layer]
-                h64 = h.to(torch.float64)
-                segs = torch.stack([head_mask, tail_mask]).to(h.device, torch.float64)  # [2, B, T]
-                sums = torch.einsum("sbt,btd->sbd", segs, h64)
-                cnt = segs.sum(-1, keepdim=True).clamp_min(1)
-                means = (sums / cnt).float().cpu().numpy()
-                head[rows, k, :] = means[0]
-                tail[rows, k, :] = means[1]
-                norms = torch.linalg.vector_norm(h.float(), dim=-1).to(torch.float64)
-                norm[rows, k] = (norms * body_mask.to(h.device)).sum(-1).cpu().numpy()
+            segs = torch.stack([head_mask, tail_mask]).to(lm.device, torch.float64)  # [2, B, T]
+            seg_counts = segs.sum(-1, keepdim=True).clamp_min(1)
+            body = body_mask.to(lm.device, torch.float64)
+            pooled: dict[int, torch.Tensor] = {}
+            norms: dict[int, torch.Tensor] = {}
+
+            def on_hidden(layer: int, h: torch.Tensor, segs: torch.Tensor = segs, seg_counts: torch.Tensor = seg_counts,
+                          body: torch.Tensor = body, pooled: dict = pooled, norms: dict = norms) -> None:
+                # stays on the device: one copy to the host per batch, not per layer
+                pooled[layer] = torch.einsum("sbt,btd->sbd", segs.to(h.device), h.to(torch.float64)) / seg_counts.to(h.device)
+                norms[layer] = (torch.linalg.vector_norm(h.float(), dim=-1).to(torch.float64) * body.to(h.device)).sum(-1)
 
             forward_layers(lm, batch, chosen, on_hidden)
+            dev = lm.device
+            means = torch.stack([pooled[layer].to(dev) for layer in chosen], 2).float()  # [2, B, L, d]
+            sums = torch.stack([norms[layer].to(dev) for layer in chosen], 1)  # [B, L]
+            writer.submit([means, sums], lambda m, n, rows=rows: write(rows, m, n))
             if progress:
                 progress(len(batch.rows), int(batch.lengths.sum()))
-        for arr in (head, tail, norm):
-            arr.flush()
-        run.mark(shard)
-    np.save(run_dir / "counts.npy", counts)
-    return DocumentMeans(run_dir, list(ids), chosen, token_offset, head, tail, counts, norm, truncated)
+
+        def checkpoint(shard: int = shard) -> None:
+            for arr in arrays:
+                arr.flush()  # durable before the shard is marked done
+            run.mark(shard)
+
+        writer.then(checkpoint)  # overlaps the next shard's forward passes
 
 
 @dataclass
@@ -311,10 +383,12 @@ def capture_token_stats(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str
     state_path = run_dir / "token_stats.safetensors"
     nl, d = len(chosen), lm.spec.hidden_size
     if run.fresh:
-        state = {"count": np.zeros(1, np.int64), "sum": np.zeros((nl, d)), "outer": np.zeros((nl, d, d)),
+        saved = {"count": np.zeros(1, np.int64), "sum": np.zeros((nl, d)), "outer": np.zeros((nl, d, d)),
                  "norm_sum": np.zeros(nl)}
     else:
-        state = load_file(str(state_path))
+        saved = load_file(str(state_path))
+    # running float64 totals live on the model's device between checkpoints
+    state = {k: torch.from_numpy(v).to(lm.device) for k, v in saved.items()}
     pos_of = {layer: k for k, layer in enumerate(chosen)}
 
     for shard in run.pending():
@@ -325,16 +399,18 @@ def capture_token_stats(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str
             def on_hidden(layer: int, h: torch.Tensor, keep: torch.Tensor = keep) -> None:
                 k = pos_of[layer]
                 x = h[keep.to(h.device)].to(torch.float64)  # [tokens, d]
-                state["sum"][k] += x.sum(0).cpu().numpy()
-                state["outer"][k] += (x.T @ x).cpu().numpy()
-                state["norm_sum"][k] += float(torch.linalg.vector_norm(x, dim=-1).sum())
+                dev = state["sum"].device
+                state["sum"][k] += x.sum(0).to(dev)
+                state["outer"][k] += (x.T @ x).to(dev)
+                state["norm_sum"][k] += torch.linalg.vector_norm(x, dim=-1).sum().to(dev)
 
             forward_layers(lm, batch, chosen, on_hidden)
-            state["count"][0] += int(keep.sum())
+            state["count"] += int(keep.sum())
             if progress:
                 progress(len(batch.rows), int(batch.lengths.sum()))
+        saved = {k: v.cpu().numpy() for k, v in state.items()}
         tmp = state_path.with_name(state_path.name + ".tmp")
-        save_file(state, str(tmp))
+        save_file(saved, str(tmp))
         os.replace(tmp, state_path)
         run.mark(shard)
-    return TokenStats(chosen, int(state["count"][0]), state["sum"], state["outer"], state["norm_sum"])
+    return TokenStats(chosen, int(saved["count"][0]), saved["sum"], saved["outer"], saved["norm_sum"])

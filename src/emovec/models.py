@@ -299,6 +299,27 @@ def load_model(name: str = "smollm2-135m", dtype: str = "auto", device: str = "c
     return LoadedModel.from_module(model, tokenizer, model_id=name, layers_path=layers_path, sha256=sha)
 
 
+def load_tokenizer(name: str = "smollm2-135m", trust_remote_code: bool = False) -> object:
+    """Only the tokenizer of a model named as `load_model` takes it (alias, .gguf file, directory, hub id)."""
+    from transformers import AutoTokenizer
+
+    kwargs: dict[str, object] = {"trust_remote_code": trust_remote_code}
+    if name in ALIASES or name.endswith(".gguf"):
+        gguf = alias_path(ALIASES[name]) if name in ALIASES else Path(name)
+        if not gguf.exists():
+            raise ModelLoadError(f"{gguf}: no such GGUF file")
+        source, kwargs["gguf_file"] = str(gguf.parent), gguf.name
+    elif Path(name).exists() or "/" in name:
+        source = name
+    else:
+        raise ModelLoadError(f"unknown model {name!r}: use an alias ({', '.join(ALIASES)}), "
+                             "a .gguf file, a local directory or a hub id such as 'org/name'")
+    try:
+        return AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, ImportError) as exc:
+        raise ModelLoadError(f"cannot load the tokenizer of {name!r}: {str(exc).splitlines()[0]}") from None
+
+
 def _hub_fingerprint(name: str) -> str | None:
     """Fingerprint of a local directory, or of a hub id's cached snapshot (None if not cached)."""
     if Path(name).is_dir():
@@ -310,3 +331,15 @@ def _hub_fingerprint(name: str) -> str | None:
     except Exception:  # noqa: BLE001 - provenance is best effort for hub ids
         print(f"emovec: could not fingerprint {name!r}; the artifact will record no model hash", file=sys.stderr)
         return None
+
+
+def compile_blocks(lm: LoadedModel, dynamic: bool | None = None) -> None:
+    """Opt-in speed-up for long GPU runs: `torch.compile` the children of each decoder block (attention,
+    MLP, norms) in place. The blocks themselves stay eager, so emovec's hooks on them work unchanged.
+
+    This changes the model object you pass in (as `model.to(...)` would); the first batches are slow
+    while kernels compile, and each new sequence length may compile again unless `dynamic=True`.
+    """
+    for block in lm.layers:
+        for child in block.children():
+            child.compile(dynamic=dynamic)
