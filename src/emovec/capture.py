@@ -184,6 +184,31 @@ class _ShardedRun:
                                       "complete": len(self.done) == self.n_shards})
 
 
+@dataclass
+class _Plan:
+    """What a capture pass will do: its resumable run record, layers, tokens and fixed batches."""
+
+    run: _ShardedRun
+    layers: list[int]
+    tokens: list[list[int]]
+    batches: list[Batch]
+    truncated: int
+
+
+def _plan(lm: LoadedModel, kind: str, ids: Sequence[str], texts: Sequence[str], run_dir: Path,
+          layers: Sequence[int] | None, batch_size: int, shard_batches: int, max_tokens: int,
+          **settings: object) -> _Plan:
+    """Tokenize, batch and open (or resume) the run record of a capture pass; `settings` join its identity."""
+    chosen = _check_layers(lm, layers)
+    tokens, truncated = tokenize_documents(lm, texts, max_tokens)
+    batches = length_sorted_batches(tokens, batch_size, lm.pad_id)
+    identity = {"format": CAPTURE_FORMAT, "kind": kind, "model": lm.spec.__dict__,
+                "documents": documents_fingerprint(ids, texts), "n_documents": len(ids), "layers": chosen,
+                "batch_size": batch_size, "shard_batches": shard_batches, "max_tokens": max_tokens, **settings}
+    run = _ShardedRun(run_dir, identity, max(1, -(-len(batches) // shard_batches)))
+    return _Plan(run, chosen, tokens, batches, truncated)
+
+
 class _HostWriter:
     """Copies device results to the host without blocking the device and writes them in a worker thread,
     so the next batch's forward pass overlaps the previous batch's disk writes. At most `depth` batches
@@ -275,15 +300,9 @@ def capture_document_means(lm: LoadedModel, ids: Sequence[str], texts: Sequence[
     if token_offset < 1:
         raise ConfigError(f"token offset must be at least 1 (token 0 is the attention sink), got {token_offset}")
     run_dir = Path(run_dir)
-    chosen = _check_layers(lm, layers)
-    tokens, truncated = tokenize_documents(lm, texts, max_tokens)
-    batches = length_sorted_batches(tokens, batch_size, lm.pad_id)
-    n_shards = max(1, -(-len(batches) // shard_batches))
-    identity = {"format": CAPTURE_FORMAT, "kind": "document_means", "model": lm.spec.__dict__,
-                "documents": documents_fingerprint(ids, texts), "n_documents": len(ids), "layers": chosen,
-                "token_offset": token_offset, "batch_size": batch_size, "shard_batches": shard_batches,
-                "max_tokens": max_tokens}
-    run = _ShardedRun(run_dir, identity, n_shards)
+    plan = _plan(lm, "document_means", ids, texts, run_dir, layers, batch_size, shard_batches, max_tokens,
+                 token_offset=token_offset)
+    run, chosen, tokens, batches, truncated = plan.run, plan.layers, plan.tokens, plan.batches, plan.truncated
     n, nl, d = len(ids), len(chosen), lm.spec.hidden_size
     mode = "w+" if run.fresh else "r+"
     head = np.lib.format.open_memmap(run_dir / "head.npy", mode=mode, dtype=np.float32, shape=(n, nl, d))
@@ -372,14 +391,8 @@ def capture_token_stats(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str
                         max_tokens: int = 2048, progress: ProgressFn | None = None) -> TokenStats:
     """First and second moments of every token's residual (positions ≥ 1) per layer; resumable."""
     run_dir = Path(run_dir)
-    chosen = _check_layers(lm, layers)
-    tokens, _ = tokenize_documents(lm, texts, max_tokens)
-    batches = length_sorted_batches(tokens, batch_size, lm.pad_id)
-    n_shards = max(1, -(-len(batches) // shard_batches))
-    identity = {"format": CAPTURE_FORMAT, "kind": "token_stats", "model": lm.spec.__dict__,
-                "documents": documents_fingerprint(ids, texts), "n_documents": len(ids), "layers": chosen,
-                "batch_size": batch_size, "shard_batches": shard_batches, "max_tokens": max_tokens}
-    run = _ShardedRun(run_dir, identity, n_shards)
+    plan = _plan(lm, "token_stats", ids, texts, run_dir, layers, batch_size, shard_batches, max_tokens)
+    run, chosen, batches = plan.run, plan.layers, plan.batches
     state_path = run_dir / "token_stats.safetensors"
     nl, d = len(chosen), lm.spec.hidden_size
     if run.fresh:

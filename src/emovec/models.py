@@ -12,7 +12,8 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -287,8 +288,9 @@ def load_model(name: str = "smollm2-135m", dtype: str = "auto", device: str = "c
         raise ModelLoadError(f"unknown model {name!r}: use an alias ({', '.join(ALIASES)}), "
                              "a .gguf file, a local directory or a hub id such as 'org/name'")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **{k: v for k, v in kwargs.items() if k in {"gguf_file", "trust_remote_code"}})
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(source, **{k: v for k, v in kwargs.items() if k in {"gguf_file", "trust_remote_code"}})
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise ModelLoadError(f"cannot load {name!r}: {str(exc).splitlines()[0]}") from None
     if device not in {"cpu", "auto"}:
@@ -318,6 +320,23 @@ def load_tokenizer(name: str = "smollm2-135m", trust_remote_code: bool = False) 
         return AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise ModelLoadError(f"cannot load the tokenizer of {name!r}: {str(exc).splitlines()[0]}") from None
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' per-tensor GGUF progress bars and its generic dtype advice while loading (bf16 is
+    measured faster here); the library's own settings are restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _hub_fingerprint(name: str) -> str | None:
