@@ -19,6 +19,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/emovec extract --model smollm2-135m --out $(OUT)
+	$(VENV)/bin/emovec report $(OUT) --model smollm2-135m -o $(OUT)/report.html
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -69,6 +69,16 @@ def tiny_gpt2() -> LoadedModel:
     return make_gpt2()
 
 
+@pytest.fixture()
+def single_thread():
+    """One torch thread for a test on tiny models: on a loaded 2-core machine, two threads spin against
+    other processes and make 64-wide matmuls ~20× slower; tiny models gain nothing from threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 STORY_WORDS = {
     "happy": "sunlight laughter picnic dancing balloons sweet music friends cake smiling",
     "afraid": "shadow creak darkness footsteps trembling locked cold alone scream hiding",

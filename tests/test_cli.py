@@ -60,3 +60,8 @@ def test_bad_inputs_are_one_line_errors(artifact: Path, tmp_path: Path) -> None:
     assert_one_line_error(run_cli("extract", "--out", str(tmp_path / "o"), "--emotions", "afraid,clam"),
                           "unknown emotion 'clam'")
     assert_one_line_error(run_cli("extract", "--out", str(tmp_path / "o"), "--model", "nope"), "unknown model 'nope'")
+
+
+def test_usage_errors_exit_2_without_traceback() -> None:
+    proc = run_cli("extract", "--bogus")
+    assert proc.returncode == 2 and "No such option: --bogus" in proc.stderr and "Traceback" not in proc.stderr

@@ -170,7 +170,7 @@ class _ShardedRun:
             if saved_identity != json.loads(json.dumps(identity)):
                 diff = next(k for k in identity if saved_identity[k] != json.loads(json.dumps(identity[k])))
                 raise ConfigError(f"{run_dir}: holds a capture with a different {diff}; "
-                                  "use another work directory or delete this one")
+                                  "use another work directory, or --restart to discard it")
             self.done = list(saved.get("done", []))
         self.n_shards = n_shards
         self.fresh = not self.done

