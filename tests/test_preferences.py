@@ -14,9 +14,9 @@ import torch
 from conftest import random_vectors
 from emovec.errors import ConfigError
 from emovec.models import LoadedModel
-from emovec.preferences import (Activity, SpanSteering, _forward, _plan, build_pair_prompts, fit_elo,
-                                load_activities, outcomes, report_section, run_preferences, run_tournament,
-                                steered_token_masks)
+from emovec.preferences import (Activity, SpanSteering, _forward, _plan, build_pair_prompts, default_threads,
+                                fit_elo, intra_op_threads, load_activities, outcomes, report_section,
+                                run_preferences, run_tournament, steered_token_masks)
 
 ACTS = [Activity("sing a song", "fun"), Activity("help a friend", "fun"), Activity("do taxes", "chore"),
         Activity("rob a bank", "bad"), Activity("help bake bread", "fun")]
@@ -25,7 +25,7 @@ ACTS = [Activity("sing a song", "fun"), Activity("help a friend", "fun"), Activi
 def one_at_a_time(lm: LoadedModel, prompts) -> np.ndarray:  # noqa: ANN001
     """Reference P(A): each prompt alone through the full model, logits at its final position."""
     out = []
-    with torch.inference_mode():
+    with intra_op_threads(default_threads(lm)), torch.inference_mode():
         for ids in prompts.token_ids:
             logits = lm.model(input_ids=torch.tensor([ids])).logits[0, -1].double()
             out.append(float(torch.sigmoid(logits[prompts.answer_ids[0]] - logits[prompts.answer_ids[1]])))
@@ -195,3 +195,19 @@ def test_embedded_model_answer_tokens_and_cache() -> None:
     # bf16: batched and cached shapes round differently from one prompt at a time
     assert np.abs(cached.p_a - reference).max() < 0.1
     assert np.mean((cached.p_a > 0.5) == (reference > 0.5)) >= 0.9
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steer-emotions", "blisful"], "unknown emotion 'blisful' (did you mean: blissful"),
+    (["--strengths", "half"], "--strengths 'half': expected numbers"),
+    (["--activities", "missing.csv"], "missing.csv: no such activities file"),
+])
+def test_cli_bad_input_is_one_line(tiny_llama: LoadedModel, tmp_path: Path, args: list[str], message: str) -> None:
+    import subprocess
+    import sys
+
+    art = random_vectors(tiny_llama, ("blissful", "hostile", "calm")).save(tmp_path / "art")
+    proc = subprocess.run([sys.executable, "-c", "from emovec.cli import main; main()", "preferences", str(art), *args],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr

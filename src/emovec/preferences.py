@@ -456,27 +456,30 @@ class _Checkpoint:
         self.path, self.identity = path, identity
         self.p_a: list[float | None] = [None] * n
         self.mass: list[float | None] = [None] * n
+        self.seconds = 0.0  # compute time over all sessions
         if path is not None and path.exists():
             saved = json.loads(path.read_text("utf-8"))
             if saved.get("identity") != json.loads(json.dumps(identity)) or len(saved.get("p_a", [])) != n:
                 raise ConfigError(f"{path}: holds another tournament (different settings); delete it or use another work dir")
-            self.p_a, self.mass = saved["p_a"], saved["answer_mass"]
+            self.p_a, self.mass, self.seconds = saved["p_a"], saved["answer_mass"], saved["seconds"]
 
     def done(self, rows: Sequence[int]) -> bool:
         return all(self.p_a[r] is not None for r in rows)
 
-    def record(self, rows: Sequence[int], p_a: np.ndarray, mass: np.ndarray) -> None:
+    def record(self, rows: Sequence[int], p_a: np.ndarray, mass: np.ndarray, seconds: float) -> None:
         for r, p, m in zip(rows, p_a, mass, strict=True):
             self.p_a[r], self.mass[r] = float(p), float(m)
+        self.seconds += seconds
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.path, {"format": CHECKPOINT_FORMAT, "identity": self.identity,
-                                          "p_a": self.p_a, "answer_mass": self.mass})
+                                          "seconds": self.seconds, "p_a": self.p_a, "answer_mass": self.mass})
 
 
 @dataclass(frozen=True)
 class Tournament:
-    """P(A) and the A+B probability mass per prompt (in `prompts.pairs` order) and how long it took."""
+    """P(A) and the A+B probability mass per prompt (in `prompts.pairs` order) and the compute time it took
+    (summed over resumed sessions)."""
 
     pairs: list[tuple[int, int]]
     p_a: np.ndarray
@@ -518,7 +521,7 @@ def run_tournament(lm: LoadedModel, prompts: PairPrompts, steering: SpanSteering
         raise ConfigError(f"padding side must be 'left' or 'right', got {padding_side!r}")
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    t0 = time.perf_counter()
+    tick = time.perf_counter()
     n = len(prompts)
     state = _Checkpoint(checkpoint, tournament_identity(lm, prompts, steering, batch_size, prefix_cache, padding_side), n)
     steer_masks = steered_token_masks(prompts, steering.steered) if steering else None
@@ -542,11 +545,13 @@ def run_tournament(lm: LoadedModel, prompts: PairPrompts, steering: SpanSteering
             hidden, _ = _forward(lm, tokens, padding_side, past, masks, steering, keep_cache=False)
             logits, mass = _answer_logits(lm, hidden, prompts.answer_ids)
             p_a = 1.0 / (1.0 + np.exp(logits[:, 1] - logits[:, 0]))
-            state.record(rows, p_a, mass)
+            now = time.perf_counter()
+            state.record(rows, p_a, mass, now - tick)
+            tick = now
             if progress is not None:
                 progress(label, len(rows), n)
     return Tournament(list(prompts.pairs), np.array(state.p_a, dtype=np.float64),
-                      np.array(state.mass, dtype=np.float64), time.perf_counter() - t0)
+                      np.array(state.mass, dtype=np.float64), state.seconds)
 
 
 # ---- ratings ----------------------------------------------------------------------------------------
@@ -805,7 +810,7 @@ def run_preferences(lm: LoadedModel, vecs: EmotionVectors, activities: Sequence[
         "elo_ci": ({a: [float(lo), float(hi)] for a, lo, hi in zip(names, *np.percentile(boot, [2.5, 97.5], axis=0), strict=True)}
                    if boot is not None else None),
         "category_elo": category_means(elo_by, acts),
-        "paper_comparison": _paper_comparison(acts, elo),
+        "paper_comparison": _paper_comparison(acts, elo, scores, vecs.emotions),
         "readout": {"template": FEEL_TEMPLATE, "frame": frame, "layers": read_layers,
                     "measure": "cosine on the activity's tokens, mean over tokens and layers"},
         "activation": {e: [round(float(v), 6) for v in scores[:, k]] for k, e in enumerate(vecs.emotions)},
@@ -827,12 +832,20 @@ def _position_decided(matrix: np.ndarray) -> float:
     return float(np.mean((matrix[i, j][both] > 0.5) == (matrix[j, i][both] > 0.5))) if both.any() else float("nan")
 
 
-def _paper_comparison(acts: Sequence[Activity], elo: np.ndarray) -> dict[str, float | None]:
+def _paper_comparison(acts: Sequence[Activity], elo: np.ndarray, scores: np.ndarray,
+                      emotions: Sequence[str]) -> dict[str, float | None]:
+    """Across activities, r of our Elo with each of the paper's columns, and of our blissful/hostile
+    activation with the paper's (where the activities carry the paper's values)."""
     out: dict[str, float | None] = {}
     for key in PAPER_FIELDS:
         rows = [k for k, a in enumerate(acts) if a.paper and key in a.paper]
-        if len(rows) >= 3:
-            out[f"r_elo_vs_{key}"] = _pearson(elo[rows], [acts[k].paper[key] for k in rows])  # type: ignore[index]
+        if len(rows) < 3:
+            continue
+        paper = [acts[k].paper[key] for k in rows]  # type: ignore[index]
+        out[f"r_elo_vs_{key}"] = _pearson(elo[rows], paper)
+        emotion = key.removeprefix("paper_")
+        if emotion in emotions:
+            out[f"r_activation_vs_{key}"] = _pearson(scores[rows, list(emotions).index(emotion)], paper)
     return out
 
 
@@ -1015,6 +1028,8 @@ def _summary(result: Mapping[str, object]) -> list[str]:
         f"Elo: r = {_fmt(cmp_.get('r_elo_vs_paper_base_elo'), 2)}",
         f"blissful r = {_fmt(corr.get('blissful'), 2)} (paper +0.71), hostile r = {_fmt(corr.get('hostile'), 2)} "
         f"(paper −0.74); read-out layers {result['readout']['layers'][0]}–{result['readout']['layers'][-1]}",  # type: ignore[index]
+        f"our activation vs the paper's on the same activities: blissful r = "
+        f"{_fmt(cmp_.get('r_activation_vs_paper_blissful'), 2)}, hostile r = {_fmt(cmp_.get('r_activation_vs_paper_hostile'), 2)}",
     ]
     valence: dict = result.get("valence") or {}  # type: ignore[assignment]
     if valence.get("source"):
