@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/emovec extract --model smollm2-135m --out $(OUT)
-	$(VENV)/bin/emovec report $(OUT) --model smollm2-135m -o $(OUT)/report.html
+	$(VENV)/bin/emovec extract --model smollm2-135m --out $(OUT) --force
+	$(VENV)/bin/emovec analyze $(OUT) --model smollm2-135m
+	$(VENV)/bin/emovec report $(OUT) -o $(OUT)/report.html
 
 test: $(STAMP)
 	$(PY) -m pytest -q

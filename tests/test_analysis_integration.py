@@ -10,7 +10,7 @@ import torch
 from emovec import load_model
 from emovec.analysis.logit_lens import logit_lens
 from emovec.analysis.suite import AnalysisOptions, run_analysis
-from tests.test_analysis import small_vectors
+from tests.builders import small_vectors
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from emovec.capture import capture_document_means, capture_token_stats, forward_layers, pad_batch
+from emovec.capture import capture_document_means, capture_token_stats
+from emovec.hooks import forward_layers, pad_batch
 from emovec.errors import ConfigError
 from emovec.models import LoadedModel
 
@@ -73,7 +74,7 @@ def test_offset_semantics_and_short_documents(tiny_llama: LoadedModel, tmp_path:
     whole, keep_all = doc.pooled(0, rows, "whole")
     assert keep_all.all()
     np.testing.assert_allclose(whole[0], doc.head[0, 0])
-    with pytest.raises(ConfigError, match="short-document policy"):
+    with pytest.raises(ConfigError, match="unknown short_policy"):
         doc.pooled(0, rows, "drop")
     with pytest.raises(ConfigError, match="at least 1"):
         capture_document_means(tiny_llama, IDS, TEXTS, tmp_path / "z", token_offset=0)

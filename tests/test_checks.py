@@ -17,7 +17,7 @@ from emovec.cli import main
 from emovec.concepts import concepts
 from emovec.corpus import builtin_dir
 from emovec.errors import ConfigError, CorpusError
-from tests.conftest import byte_tokenizer
+from tests.builders import byte_tokenizer
 
 SYNONYMS = {"calm": ["tranquil", "serene"], "happy": ["joyful", "cheerful"], "at ease": ["relaxed"],
             "afraid": ["scared", "fear"]}
@@ -168,7 +168,7 @@ def test_synonym_file_errors(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"calm": "tranquil"}))
     with pytest.raises(CorpusError, match="'calm' must map to a list"):
         load_synonyms(bad)
-    with pytest.raises(ConfigError, match="pass --synonyms"):
+    with pytest.raises(ConfigError, match="no synonym list here"):
         load_synonyms(tmp_path / "missing.json")
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from emovec.cli import parse_layers
+from emovec.cli.common import parse_layers
 from emovec.errors import ConfigError
 from emovec.vectors import extract
 from emovec.corpus import load_corpus
-from tests.conftest import make_llama, write_corpus
+from tests.builders import make_llama, write_corpus
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

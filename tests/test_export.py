@@ -9,8 +9,7 @@ import pytest
 from emovec.errors import ArtifactError, ConfigError
 from emovec.export import export_control_vector, model_hint, read_control_vector
 from emovec.models import LoadedModel
-from emovec.steering import steering_directions
-from tests.conftest import random_vectors
+from tests.builders import random_vectors
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -24,7 +23,7 @@ def test_round_trip_through_gguf_reader(tiny_llama: LoadedModel, tmp_path: Path)
     assert fields["general.architecture"] == "controlvector"
     assert fields["controlvector.model_hint"] == "llama" and fields["controlvector.layer_count"] == 2
     assert sorted(t.name for t in reader.tensors) == ["direction.1", "direction.3"]
-    expected = steering_directions(vecs, weights, [1, 3])
+    expected = vecs.directions(weights, [1, 3])
     for t in reader.tensors:
         assert t.tensor_type == gguf.GGMLQuantizationType.F32 and list(t.shape) == [64]
         np.testing.assert_array_equal(np.asarray(t.data), expected[int(t.name.split(".")[1])].astype(np.float32))

@@ -19,9 +19,10 @@ from emovec.checks import Lexicon
 from emovec.cli import main
 from emovec.corpus import load_neutral, load_stories
 from emovec.errors import ConfigError, UnknownEmotionError
-from emovec.generate import (EndpointWriter, GenerationConfig, LocalWriter, Reply, Request, Sampling, WriterError,
-                             clean_dialogue, clean_story, generate, load_prompts, meta_path_for, parse_topics,
-                             split_items, trim_to_sentence)
+from emovec.generate import GenerationConfig, generate, load_prompts, meta_path_for, parse_topics
+from emovec.sampling import Sampling
+from emovec.writers import (EndpointWriter, LocalWriter, Reply, Request, WriterError, clean_dialogue, clean_story,
+                            split_items, trim_to_sentence)
 from emovec.models import LoadedModel
 
 LEXICON = Lexicon.build({"calm": ("tranquil", "serene"), "afraid": ("scared", "fear")})
@@ -124,7 +125,7 @@ def writer_for(server: FakeEndpoint, **options: object) -> EndpointWriter:
 
 def stories_config(**options: object) -> GenerationConfig:
     settings: dict = {"emotions": ("calm", "afraid"), "topics": (3, 7), "per_topic": 2, "per_call": 2,
-                      "sampling": Sampling(0.7, 0.9, 256), "seed": 5, **options}
+                      "sampling": Sampling(temperature=0.7, top_p=0.9), "max_tokens": 256, "seed": 5, **options}
     return GenerationConfig("stories", **settings)
 
 
@@ -224,7 +225,7 @@ def test_persistent_failures_name_the_request(endpoint: FakeEndpoint, tmp_path: 
 
 def test_client_errors_are_not_retried(endpoint: FakeEndpoint, tmp_path: Path) -> None:
     endpoint.script = [("status", 401)]
-    with pytest.raises(WriterError, match="stories 'calm', topic 3: HTTP 401 from .*\\(check --base-url"):
+    with pytest.raises(WriterError, match="stories 'calm', topic 3: HTTP 401 from .*\\(check the base URL"):
         generate(writer_for(endpoint), tmp_path / "s.jsonl", stories_config(emotions=("calm",), topics=(3,)),
                  lexicon=LEXICON)
     assert len(endpoint.requests) == 1
@@ -331,7 +332,7 @@ def test_neutral_dialogues(endpoint: FakeEndpoint, tmp_path: Path) -> None:
     good = f"Person: List three {rng.choice(WORDS)} sizes.\n\nAI: {story_body(rng, 20)}"
     endpoint.script = [("ok", f"[dialogue 1]\n{good}\n\n[dialogue 2]\nPerson: What is a joist?\n\n"
                               f"AI: Great question! {story_body(rng, 20)}\n\n[dialogue 3]\nAI: {story_body(rng, 20)}")]
-    config = GenerationConfig("neutral", topics=(5,), per_topic=1, per_call=3, sampling=Sampling(max_tokens=64))
+    config = GenerationConfig("neutral", topics=(5,), per_topic=1, per_call=3, max_tokens=64)
     result = generate(writer_for(endpoint, concurrency=1), tmp_path / "n.jsonl", config, lexicon=LEXICON)
     assert result.dropped == {"emotion word or pleasantry": 1, "layout": 1} and result.written == 1
     dialogues = load_neutral([tmp_path / "n.jsonl"])
@@ -348,14 +349,14 @@ def test_local_writer_left_padding_matches_single_prompts(tiny_llama: LoadedMode
     batched = writer.write(requests, greedy)
     alone = [LocalWriter(tiny_llama, batch_size=1).write([r], greedy)[0] for r in requests]
     assert batched == alone and all(isinstance(r, Reply) and r.truncated for r in batched)
-    sampled = writer.write(requests, Sampling(1.0, 1.0))
-    assert writer.write(requests, Sampling(1.0, 1.0)) == sampled  # seeded
+    sampled = writer.write(requests, Sampling(temperature=1.0, top_p=1.0))
+    assert writer.write(requests, Sampling(temperature=1.0, top_p=1.0)) == sampled  # seeded
 
 
 @pytest.mark.usefixtures("single_thread")
 def test_local_writer_pipeline_on_tiny_model(tiny_llama: LoadedModel, tmp_path: Path) -> None:
     config = stories_config(emotions=("calm",), topics=(1, 2, 3), per_topic=1, per_call=1, min_words=1,
-                            sampling=Sampling(1.0, 1.0, 24), call_budget=1)
+                            sampling=Sampling(temperature=1.0, top_p=1.0), max_tokens=24, call_budget=1)
     result = generate(LocalWriter(tiny_llama, batch_size=2), tmp_path / "s.jsonl", config, lexicon=LEXICON)
     assert result.calls == 3 and result.jobs == 3
     meta = json.loads(meta_path_for(tmp_path / "s.jsonl").read_text())
@@ -371,7 +372,7 @@ def test_embedded_model_writes_stories(tmp_path: Path) -> None:
     lm = load_model("smollm2-135m", dtype="float32")
     writer = LocalWriter(lm, batch_size=2)
     config = stories_config(emotions=("calm",), topics=(5, 42), per_topic=1, per_call=1, min_words=8,
-                            sampling=Sampling(0.8, 0.95, 72), call_budget=1)
+                            sampling=Sampling(temperature=0.8, top_p=0.95), max_tokens=72, call_budget=1)
     out = tmp_path / "s.jsonl"
     result = generate(writer, out, config, lexicon=LEXICON)
     assert result.calls == 2 and result.written + sum(result.dropped.values()) >= 1

@@ -8,7 +8,7 @@ from transformers import (Gemma2Config, Gemma2ForCausalLM, GPTNeoXConfig, GPTNeo
 
 from emovec.errors import ConfigError, ModelLoadError
 from emovec.models import Alias, LoadedModel, alias_path, find_decoder_layers, load_model, resolve_dtype
-from tests.conftest import VOCAB, byte_tokenizer, make_gpt2, make_llama
+from tests.builders import VOCAB, byte_tokenizer, make_gpt2, make_llama
 
 SMALL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
              num_key_value_heads=2, vocab_size=VOCAB)

@@ -12,9 +12,10 @@ import torch
 from emovec.errors import ConfigError, IncompatibleModelError
 from emovec.models import LoadedModel
 from emovec.monitor import (check_messages, heat_scale, load_messages, monitor, monitor_generation, normalise,
-                            render_html, smooth_scores, transcript_from_chat, transcript_from_text)
+                            smooth_scores, transcript_from_chat, transcript_from_text)
+from emovec.report.monitor import render_monitor
 from emovec.sampling import Sampling
-from tests.conftest import make_gpt2, random_vectors
+from tests.builders import make_gpt2, random_vectors
 from tests.headless_chromium import chromium_binary, open_page
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -62,7 +63,7 @@ def test_smoothing_is_a_trailing_mean() -> None:
     for t in range(9):
         np.testing.assert_allclose(got[t], x[max(0, t - 3): t + 1].mean(0), rtol=1e-5, atol=1e-6)
     assert smooth_scores(x, 1) is x and np.allclose(smooth_scores(x, 50)[-1], x.mean(0))
-    with pytest.raises(ConfigError, match="--smooth"):
+    with pytest.raises(ConfigError, match="smooth must be at least 1"):
         smooth_scores(x, 0)
 
 
@@ -106,13 +107,14 @@ def test_messages_are_checked(tmp_path: Path) -> None:
 def test_hostile_text_is_escaped_in_the_heatmap(tiny_llama: LoadedModel) -> None:
     vecs = random_vectors(tiny_llama, emotions=("calm", "<b onmouseover=x>", "afraid"))
     result = monitor(tiny_llama, vecs, transcript_from_text(tiny_llama, HOSTILE), layers=[1, 2], smooth=2)
-    page = render_html(result, title="<i>title</i>")
-    assert page.count("<script") == 1 and "</script>" in page and page.count("</script>") == 1
+    page = render_monitor(result, title="<i>title</i>")
+    # two script elements: the data (JSON, never executed) and the page's one script, allowed by its hash
+    assert page.count("<script") == 2 and page.count("</script>") == 2 and "'unsafe-inline'" not in page.split("script-src")[1][:80]
     for raw in ("<img", "<b onmouseover", "<i>title", "alert(1)</script>"):
         assert raw not in page
     assert "&lt;b onmouseover=x&gt;" in page and "&lt;</span>" in page
     assert token_text(page) == "<s>" + HOSTILE  # what a browser shows is the text itself
-    data = page[page.index("const D = ") + 10: page.index(";\nconst spans")]
+    data = page[page.index('id="data">') + 10: page.index("</script>")]
     decoded = json.loads(data)
     assert "".join(decoded["tokens"]) == "<s>" + HOSTILE and len(decoded["scores"]) == len(result.transcript.pieces)
     assert decoded["scale"] == pytest.approx([heat_scale(result.scores[:, 0]), heat_scale(result.scores[:, 1])], rel=1e-5)
@@ -146,7 +148,7 @@ def test_heatmap_works_in_headless_chromium(tiny_llama: LoadedModel, tmp_path: P
     vecs = random_vectors(tiny_llama)
     result = monitor(tiny_llama, vecs, transcript_from_chat(tiny_llama, [{"role": "user", "content": HOSTILE}]), layers=[1, 2])
     page = tmp_path / "heat.html"
-    page.write_text(render_html(result), "utf-8")
+    page.write_text(render_monitor(result), "utf-8")
     log = open_page(page, {
         "before": "document.querySelector('#tokens span[data-i=\"3\"]').style.background",
         "after": "(() => { const s = document.getElementById('emotion'); s.value = '2'; s.dispatchEvent(new Event('change'));"

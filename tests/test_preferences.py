@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import random_vectors
 from emovec.errors import ConfigError
 from emovec.models import LoadedModel
-from emovec.preferences import (Activity, SpanSteering, _forward, _plan, build_pair_prompts, default_threads,
-                                fit_elo, intra_op_threads, load_activities, outcomes, report_section,
-                                run_preferences, run_tournament, steered_token_masks)
+from emovec.preferences import Activity, build_pair_prompts, fit_elo, load_activities, run_preferences, run_tournament
+from emovec.preferences.elo import outcomes
+from emovec.preferences.engine import SpanSteering, forward_rows, plan_prefixes, steered_token_masks
+from emovec.preferences.tournament import default_threads, intra_op_threads
+from emovec.report.preferences import preferences_section
+from tests.builders import random_vectors
 
 ACTS = [Activity("sing a song", "fun"), Activity("help a friend", "fun"), Activity("do taxes", "chore"),
         Activity("rob a bank", "bad"), Activity("help bake bread", "fun")]
@@ -98,7 +100,7 @@ def test_read_position_under_left_and_right_padding(tiny_llama: LoadedModel, fra
 def test_prefix_cache_equals_plain_path(tiny_llama: LoadedModel, tiny_gpt2: LoadedModel) -> None:
     for lm in (tiny_llama, tiny_gpt2):
         prompts = build_pair_prompts(lm, ACTS)
-        plan = _plan(prompts)
+        plan = plan_prefixes(prompts)
         assert plan.root > 10 and (plan.group_len > plan.root).all()  # both prefix levels are in use
         reference = one_at_a_time(lm, prompts)
         for side in ("left", "right"):
@@ -117,7 +119,7 @@ def test_steering_touches_only_the_steered_spans(tiny_llama: LoadedModel) -> Non
         expected = "".join(ACTS[k].name for k in (i, j) if k in steered)
         assert words.replace(" ", "") == expected.replace(" ", "")
     # the residual leaving the first steered layer (layer 2's input) differs exactly on the masked positions
-    steering = SpanSteering(vecs, {"blissful": 1.0}, (1, 2), steered)
+    steering = SpanSteering.of(vecs, {"blissful": 1.0}, (1, 2), steered)
     rows = [0, 5, 13]  # pairs (0,1): A steered; (1,3): B steered; (3,0): both
     tokens = [prompts.token_ids[r] for r in rows]
     seen: dict[bool, torch.Tensor] = {}
@@ -125,7 +127,7 @@ def test_steering_touches_only_the_steered_spans(tiny_llama: LoadedModel) -> Non
         handle = lm.layers[2].register_forward_pre_hook(
             lambda _m, args, on=on: seen.__setitem__(on, args[0].detach().clone()))
         try:
-            _forward(lm, tokens, "right", None, [masks[r] for r in rows], steering if on else None, keep_cache=False)
+            forward_rows(lm, tokens, "right", None, [masks[r] for r in rows], steering if on else None, keep_cache=False)
         finally:
             handle.remove()
     changed = (seen[True] - seen[False]).abs().amax(-1) > 1e-6
@@ -173,7 +175,7 @@ def test_whole_experiment_and_report(tiny_llama: LoadedModel, tmp_path: Path) ->
     assert len(details["steered"]) == 2 and len(details["control"]) == 3
     assert result["valence"]["source"] in ("judge", "human", None)
     json.dumps(result)  # JSON-ready
-    html = report_section(result)
+    html = preferences_section(result)
     assert "Elo by category" in html and html.count("<img") >= 3
     # rerunning resumes every tournament from its checkpoint: identical numbers
     again = run_preferences(tiny_llama, vecs, ACTS, layers=[1, 2], steer_count=3, strengths=(0.25, 0.5),
@@ -199,7 +201,7 @@ def test_embedded_model_answer_tokens_and_cache() -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["--steer-emotions", "blisful"], "unknown emotion 'blisful' (did you mean: blissful"),
-    (["--strengths", "half"], "--strengths 'half': expected numbers"),
+    (["--strengths", "half"], "--strengths 'half': expected finite numbers"),
     (["--activities", "missing.csv"], "missing.csv: no such activities file"),
 ])
 def test_cli_bad_input_is_one_line(tiny_llama: LoadedModel, tmp_path: Path, args: list[str], message: str) -> None:

@@ -4,7 +4,8 @@ import torch
 
 from emovec.errors import ConfigError
 from emovec.models import LoadedModel
-from emovec.readout import encode_prompt, last_token_residuals, render_prompt, token_residuals
+from emovec.prompts import encode_prompt, render_prompt
+from emovec.readout import last_token_residuals, token_residuals
 
 
 def test_frames(tiny_llama: LoadedModel) -> None:

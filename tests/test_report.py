@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from emovec import report as report_mod
-from emovec.analysis.suite import AnalysisOptions, run_analysis, save_result
+from emovec.analysis.suite import AnalysisOptions, run_analysis
+from emovec.artifact import save_result
 from emovec.cli import app
-from tests.conftest import make_llama
+from tests.builders import make_llama, small_vectors, write_docs
 from tests.headless_chromium import chromium_binary, open_page
-from tests.test_analysis import small_vectors, write_docs
 
 HOSTILE = "<script>alert('pwn')</script><img src=x onerror=alert(1)>"
 HOSTILE_PROBES = f"""
@@ -48,8 +47,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         (docs / "z.txt").write_text(HOSTILE * 2)
         opts = AnalysisOptions(passages=str(docs), max_docs=5, n_boot=50, top_k=3, probes=str(d / "probes.yaml"))
         result = run_analysis(vecs, lm, opts)
-        save_result(result, d / "art")
-        html_path = report_mod.render_report(d / "art", d / "report.html")
+        save_result(d / "art", "analysis", result)
+        html_path, _ = report_mod.render_report(d / "art", d / "report.html")
         return {"dir": d, "lm": lm, "vecs": vecs, "result": result, "html": html_path.read_text("utf-8"),
                 "path": html_path, "options": opts}
     finally:
@@ -61,7 +60,8 @@ def test_report_renders_every_analysis_part(built):
     for anchor in SUBSECTIONS:
         assert f'id="{anchor}"' in html
     assert html.count('src="data:image/png;base64,') == 7  # heatmap, PCA, numbers, scenarios, sweep ×2, RSA
-    assert "Steering validation (not run)" in html and "Preferences (not run)" in html
+    assert "Steering validation (missing: run <code>emovec validate-steering ARTIFACT</code>)" in html
+    assert "Preferences (missing: run <code>emovec preferences ARTIFACT</code>)" in html
     r = built["result"]
     assert f"{r['norms']['pc1_valence_r']:.2f}" in html and "0.81 (n = 45)" in html  # ours beside the paper's
     assert "MODEL-JUDGE ratings (not human data)" in html
@@ -77,20 +77,36 @@ def test_report_escapes_hostile_text(built):
     assert any("<" in p for p in pieces)
 
 
-def test_section_hook_renders_other_results_and_reports_missing_renderers(built, monkeypatch, tmp_path):
-    results = built["dir"] / "art" / "results"
-    (results / "preferences.json").write_text(json.dumps({"title": HOSTILE}))
-    (results / "steering_validation.json").write_text(json.dumps({}))
+def test_sections_render_escape_and_survive_malformed_results(built, monkeypatch, tmp_path):
+    art = built["dir"] / "art"
+    save_result(art, "preferences", {"title": HOSTILE})
+    save_result(art, "steering_validation", {"prompts": "not a list"})
     try:
         monkeypatch.setattr(report_mod, "SECTIONS", (
-            report_mod.Section("preferences.json", "Preferences", "tests.test_report:fake_section"),
-            report_mod.Section("steering_validation.json", "Steering validation", "emovec.no_such_module:report_section")))
-        html = report_mod.render_report(built["dir"] / "art", tmp_path / "r.html").read_text("utf-8")
+            report_mod.Section("preferences", "Preferences", fake_section, "emovec preferences ARTIFACT"),
+            report_mod.Section("steering_validation", "Steering validation", report_mod.steering_section,
+                               "emovec validate-steering ARTIFACT")))
+        path, absent = report_mod.render_report(art, tmp_path / "r.html")
     finally:
-        (results / "preferences.json").unlink()
-        (results / "steering_validation.json").unlink()
-    assert '<section id="preferences">' in html and "<p class=\"fake\">&lt;script&gt;" in html
-    assert '<section id="steering-validation">' in html and "renderer emovec.no_such_module:report_section is unavailable" in html
+        (art / "results" / "preferences.json").unlink()
+        (art / "results" / "steering_validation.json").unlink()
+    html = path.read_text("utf-8")
+    assert absent == [] and '<section id="preferences">' in html and '<p class="fake">&lt;script&gt;' in html
+    assert '<section id="steering-validation">' in html and "results file for this section is malformed" in html
+
+
+def test_stale_results_are_not_shown_as_current(built, tmp_path):
+    """Results computed from other vectors (the artifact was re-extracted) are left out and named stale."""
+    art = tmp_path / "art"
+    built["vecs"].save(art)
+    save_result(art, "analysis", built["result"])
+    assert [a.why for a in report_mod.render_report(art, tmp_path / "a.html")[1]] == ["missing", "missing"]
+    other = small_vectors(built["lm"], planted_layer=1, seed=3)
+    other.save(art)  # new vectors, old results
+    path, absent = report_mod.render_report(art, tmp_path / "b.html")
+    assert [(a.title, a.why) for a in absent][0] == ("Validation and geometry", "stale")
+    html = path.read_text("utf-8")
+    assert 'id="a-summary"' not in html and "computed from other vectors" in html
 
 
 def fake_section(result: dict) -> str:
@@ -130,7 +146,6 @@ def test_chromium_check_catches_errors_and_requests(tmp_path):
 
 
 def test_cli_report_shows_the_numbers_analyze_wrote(built, monkeypatch, tmp_path):
-    import emovec.models
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -141,46 +156,46 @@ def test_cli_report_shows_the_numbers_analyze_wrote(built, monkeypatch, tmp_path
 
 
 def cli_round_trip(built, monkeypatch, tmp_path):
-    """analyze --json, then report (reusing it), then report with a changed option (rerunning it)."""
-    import emovec.models
+    """analyze --json, then report (which never loads a model), then analyze with a changed option."""
+    import emovec.cli.common
 
-    monkeypatch.setattr(emovec.models, "load_model", lambda *a, **k: built["lm"])
+    monkeypatch.setattr(emovec.cli.common, "load_model", lambda *a, **k: built["lm"])
     art = tmp_path / "art"
     built["vecs"].save(art)
     runner = CliRunner()
     docs = str(built["dir"] / "docs")
-    res = runner.invoke(app, ["analyze", str(art), "--json", str(tmp_path / "out.json"), "--passages", docs,
-                              "--max-docs", "3", "--bootstrap", "40", "--top-k", "2"])
+    res = runner.invoke(app, ["analyze", str(art), "--model", "tiny", "--json", str(tmp_path / "out.json"),
+                              "--passages", docs, "--max-docs", "3", "--bootstrap", "40", "--top-k", "2"])
     assert res.exit_code == 0, res.output
     written = json.loads((tmp_path / "out.json").read_text())
-    assert written == json.loads((art / "results" / "analysis.json").read_text())
+    stored = json.loads((art / "results" / "analysis.json").read_text())
+    assert stored.pop("vectors_sha256").startswith("sha256:") and written.pop("vectors_sha256") and written == stored
     assert written["layer"] == 2 and written["norms"]["pc1_valence_r"] > 0.9
     assert "pc2_arousal_r" in written["norms"]
 
     def fail(*a, **k):
         raise AssertionError("report must reuse the current analysis, not rerun it")
 
-    monkeypatch.setattr(emovec.models, "load_model", fail)
+    monkeypatch.setattr(emovec.cli.common, "load_model", fail)
     res = runner.invoke(app, ["report", str(art), "-o", str(tmp_path / "r.html")])
     assert res.exit_code == 0, res.output
-    assert "(current)" in res.output and "report:" in res.output
+    assert "report:" in res.output and "Validation and geometry" not in res.output  # nothing missing or stale
     html = (tmp_path / "r.html").read_text("utf-8")
     n = written["norms"]["human"]
     assert f"{n['valence']['pearson']:.2f} [{n['valence']['pearson_ci'][0]:.2f}, {n['valence']['pearson_ci'][1]:.2f}]" in html
     assert f"{n['arousal']['pearson']:.2f} [{n['arousal']['pearson_ci'][0]:.2f}" in html
 
-    monkeypatch.setattr(emovec.models, "load_model", lambda *a, **k: built["lm"])
-    monkeypatch.setattr(report_mod, "render_report", lambda artifact, out, results: Path(out))  # rendering tested above
-    res = runner.invoke(app, ["report", str(art), "-o", str(tmp_path / "r.html"), "--layer", "1", "--no-sweep"])
+    monkeypatch.setattr(emovec.cli.common, "load_model", lambda *a, **k: built["lm"])
+    res = runner.invoke(app, ["analyze", str(art), "--model", "tiny", "--layer", "1", "--no-sweep"])
     assert res.exit_code == 0, res.output
-    assert "stale" in res.output
     again = json.loads((art / "results" / "analysis.json").read_text())
     assert again["layer"] == 1 and again["options"]["max_docs"] == 3  # unset flags keep the stored options
 
 
 @pytest.mark.parametrize("args, message", [(["analyze", "{tmp}"], "not an emovec artifact"),
                                            (["analyze", "{tmp}", "--layer", "top"], "expected a layer number or 'recommended'"),
-                                           (["report", "{tmp}", "--frame", "xml"], "unknown frame 'xml'")])
+                                           (["analyze", "{tmp}", "--frame", "xml"], "unknown frame 'xml'"),
+                                           (["report", "{tmp}", "--frame", "xml"], "No such option: --frame")])
 def test_cli_errors_are_one_line(tmp_path, monkeypatch, capsys, args, message):
     from emovec.cli import main
 

@@ -4,12 +4,12 @@ reproduce, greedy equals transformers' generate, stop ids end a row."""
 import pytest
 import torch
 
-from emovec.capture import pad_batch
+from emovec.hooks import pad_batch
 from emovec.errors import ConfigError
 from emovec.models import LoadedModel
 from emovec.sampling import Sampling, sample
-from emovec.steering import parse_sweep, parse_weights, scale_weights, steer, steered_continuations
-from tests.conftest import random_vectors
+from emovec.steering import parse_sweep, parse_weights, scale_weights, steered_continuations
+from tests.builders import random_vectors
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -35,13 +35,13 @@ def test_cached_steps_equal_full_recomputation(tiny_llama: LoadedModel, steered:
     options = {"layers": [1, 3], "positions": "all"}
     go = lambda: sample(tiny_llama, ids, Sampling(7, temperature=1.0, seed=5), stop=set())  # noqa: E731
     if steered:
-        with steer(tiny_llama, vecs, {"afraid": 0.7}, **options):
+        with vecs.steer(tiny_llama, {"afraid": 0.7}, **options):
             produced, logits = head_logits(tiny_llama, go)
     else:
         produced, logits = head_logits(tiny_llama, go)
     seq = torch.cat([batch.input_ids, torch.tensor(produced)], 1)
     mask = torch.cat([batch.attention_mask, torch.ones(2, 7, dtype=torch.long)], 1)
-    with torch.no_grad(), (steer(tiny_llama, vecs, {"afraid": 0.7}, **options) if steered else torch.no_grad()):
+    with torch.no_grad(), (vecs.steer(tiny_llama, {"afraid": 0.7}, **options) if steered else torch.no_grad()):
         full = tiny_llama.model(input_ids=seq, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits
     assert len(logits) == 7
     for step, got in enumerate(logits):
@@ -66,8 +66,12 @@ def test_stop_ids_end_rows(tiny_llama: LoadedModel) -> None:
     got = sample(tiny_llama, ids, Sampling(8, temperature=1.0, seed=3), stop=stop)
     cut = next(i for i, t in enumerate(free[0]) if t in stop)
     assert got[0] == free[0][: cut + 1]
-    with pytest.raises(ConfigError, match="--top-p"):
+    with pytest.raises(ConfigError, match="top_p"):
         Sampling(top_p=0)
+    for bad in ({"temperature": float("nan")}, {"temperature": -1.0}, {"temperature": 1e9}, {"top_p": float("nan")}):
+        with pytest.raises(ConfigError) as err:
+            Sampling(**bad)
+        assert err.value.param == next(iter(bad))
     with pytest.raises(ConfigError, match="at least one token"):
         sample(tiny_llama, [[]], Sampling())
 
@@ -75,8 +79,8 @@ def test_stop_ids_end_rows(tiny_llama: LoadedModel) -> None:
 def test_continuations_share_the_seed(tiny_llama: LoadedModel) -> None:
     vecs = random_vectors(tiny_llama)
     ids = tiny_llama.encode(PROMPTS[1])
-    runs = steered_continuations(tiny_llama, vecs, ids, [None, {"calm": 0.0}, {"calm": 3.0}],
-                                 Sampling(10, temperature=1.0, seed=4), layers=[2])
+    runs = steered_continuations(tiny_llama, ids, [None, {}, vecs.directions({"calm": 3.0}, [2])],
+                                 Sampling(10, temperature=1.0, seed=4))
     assert runs[0] == runs[1] == sample(tiny_llama, [ids], Sampling(10, temperature=1.0, seed=4))[0]
     assert runs[2] != runs[0]
 
@@ -84,10 +88,16 @@ def test_continuations_share_the_seed(tiny_llama: LoadedModel) -> None:
 def test_parse_weights_and_sweeps() -> None:
     assert parse_weights(["calm=0.1", " desperate = -0.05"]) == {"calm": 0.1, "desperate": -0.05}
     for bad in (["calm"], ["calm=abc"], ["=0.1"], ["calm=nan"], ["calm=0.1", "calm=0.2"], []):
-        with pytest.raises(ConfigError, match="--emotion|no emotion"):
+        with pytest.raises(ConfigError, match="^emotion|no emotion") as err:
             parse_weights(bad)
+        assert err.value.param == "emotion" and "--" not in str(err.value)  # library words; the CLI adds flags
     assert parse_sweep("-0.1:0.1:5") == [-0.1, -0.05, 0.0, 0.05, 0.1] and parse_sweep("0,0.5") == [0.0, 0.5]
     for bad in ("0:1", "0:1:1", "a:b:3", ""):
-        with pytest.raises(ConfigError, match="--sweep"):
+        with pytest.raises(ConfigError, match="^sweep"):
             parse_sweep(bad)
     assert scale_weights({"desperate": 0.05, "calm": -0.025}, -0.1) == pytest.approx({"desperate": -0.1, "calm": 0.05})
+    for bad in (["calm=1e9"], ["calm=-11"]):  # finite but absurd: refused with the documented range
+        with pytest.raises(ConfigError, match=r"outside \[-10, 10\]"):
+            parse_weights(bad)
+    with pytest.raises(ConfigError, match="outside"):
+        parse_sweep("0,1e38")

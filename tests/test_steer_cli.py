@@ -10,7 +10,7 @@ import gguf
 import pytest
 
 from emovec.cli import main
-from tests.conftest import make_gpt2, make_llama, random_vectors
+from tests.builders import make_gpt2, make_llama, random_vectors
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

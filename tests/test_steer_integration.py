@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from emovec.capture import pad_batch
+from emovec.hooks import pad_batch
 from emovec.models import load_model
 from emovec.monitor import monitor, transcript_from_chat
-from emovec.readout import encode_prompt, render_prompt
+from emovec.prompts import encode_prompt, render_prompt
 from emovec.sampling import Sampling, sample
 from emovec.steering import steered_continuations
-from tests.conftest import random_vectors
+from tests.builders import random_vectors
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("single_thread")]
 
@@ -27,7 +27,7 @@ def test_sampling_steering_and_monitoring_on_smollm(smollm) -> None:  # noqa: AN
     assert sample(smollm, ids, Sampling(8, temperature=0), stop=set()) == ref[:, batch.input_ids.shape[1]:].tolist()
     vecs = random_vectors(smollm, emotions=("calm", "happy", "afraid"))
     vecs.mean_norm[:] = 240.0  # about the real residual norm at layer 20
-    base, steered = steered_continuations(smollm, vecs, ids[1], [None, {"afraid": 0.6}], Sampling(8, seed=1))
+    base, steered = steered_continuations(smollm, ids[1], [None, vecs.directions({"afraid": 0.6})], Sampling(8, seed=1))
     assert base != steered
     tr = transcript_from_chat(smollm, [{"role": "user", "content": "I got the job!"}])
     result = monitor(smollm, vecs, tr, layers=[10, 20])

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from emovec.capture import pad_batch
+from emovec.hooks import pad_batch
 from emovec.errors import ConfigError, IncompatibleModelError, UnknownEmotionError
 from emovec.models import LoadedModel
-from emovec.steering import span_token_mask, steer, steering_directions
-from tests.conftest import make_gpt2, random_vectors
+from emovec.steering import span_token_mask
+from tests.builders import make_gpt2, random_vectors
 
 
 def layer_outputs(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
@@ -24,9 +24,9 @@ def layer_outputs(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor | None 
 
 def test_units_and_blends(tiny_llama: LoadedModel) -> None:
     vecs = random_vectors(tiny_llama)
-    d = steering_directions(vecs, {"calm": 0.5}, [2])[2]
+    d = vecs.directions({"calm": 0.5}, [2])[2]
     assert np.linalg.norm(d) == pytest.approx(0.5 * 4.0)
-    blend = steering_directions(vecs, {"calm": 0.1, "happy": -0.2}, [1])[1]
+    blend = vecs.directions({"calm": 0.1, "happy": -0.2}, [1])[1]
     expected = 4.0 * (0.1 * vecs.vector("calm", 1) - 0.2 * vecs.vector("happy", 1))
     np.testing.assert_allclose(blend, expected, rtol=1e-6)
 
@@ -37,14 +37,14 @@ def test_changes_exactly_the_targeted_positions(tiny_llama: LoadedModel) -> None
     base = layer_outputs(tiny_llama, ids)
     token_mask = torch.zeros_like(ids, dtype=torch.bool)
     token_mask[0, 5:9] = True
-    with steer(tiny_llama, vecs, {"calm": 0.3}, layers=[1], token_mask=token_mask) as s:
+    with vecs.steer(tiny_llama, {"calm": 0.3}, layers=[1], token_mask=token_mask) as s:
         out = layer_outputs(tiny_llama, ids)
     delta = torch.as_tensor(s.directions[1], dtype=torch.float32)
     torch.testing.assert_close(out[0], base[0])  # layers before are untouched
     diff = out[1] - base[1]
     torch.testing.assert_close(diff[0, 5:9], delta.expand(4, -1), rtol=1e-5, atol=1e-5)
     assert diff[0, :5].abs().max() == 0 and diff[0, 9:].abs().max() == 0
-    with steer(tiny_llama, vecs, {"calm": 0.3}, layers=[1], positions="prompt", prompt_length=4):
+    with vecs.steer(tiny_llama, {"calm": 0.3}, layers=[1], positions="prompt", prompt_length=4):
         out = layer_outputs(tiny_llama, ids)
     diff = out[1] - base[1]
     assert diff[0, :4].abs().min() > 0 and diff[0, 4:].abs().max() == 0
@@ -56,7 +56,7 @@ def test_hooks_are_removed_also_on_exceptions(tiny_llama: LoadedModel) -> None:
     before = tiny_llama.model(input_ids=ids).logits.detach()
     hooks = [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in tiny_llama.model.modules()]
     with pytest.raises(RuntimeError, match="boom"):
-        with steer(tiny_llama, vecs, {"happy": 1.0}, layers=[0, 2]):
+        with vecs.steer(tiny_llama, {"happy": 1.0}, layers=[0, 2]):
             assert not torch.equal(tiny_llama.model(input_ids=ids).logits, before)
             raise RuntimeError("boom")
     assert [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in tiny_llama.model.modules()] == hooks
@@ -69,14 +69,14 @@ def test_kv_cache_generation_equals_full_recomputation(tiny_llama: LoadedModel, 
     prompts = ["a much longer prompt for the first row", "short one"]
     batch = pad_batch([tiny_llama.encode(p) for p in prompts], [0, 1], tiny_llama.pad_id, side="left")
     width = batch.input_ids.shape[1]
-    with steer(tiny_llama, vecs, {"afraid": 0.8}, layers=[1, 2], positions=positions):
+    with vecs.steer(tiny_llama, {"afraid": 0.8}, layers=[1, 2], positions=positions):
         gen = tiny_llama.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                         max_new_tokens=6, do_sample=False, output_logits=True,
                                         return_dict_in_generate=True, pad_token_id=tiny_llama.pad_id)
     seq = gen.sequences
     full_mask = torch.cat([batch.attention_mask, torch.ones(2, seq.shape[1] - width, dtype=torch.long)], 1)
     position_ids = (full_mask.cumsum(-1) - 1).clamp_min(0)
-    with steer(tiny_llama, vecs, {"afraid": 0.8}, layers=[1, 2], positions=positions, prompt_length=width):
+    with vecs.steer(tiny_llama, {"afraid": 0.8}, layers=[1, 2], positions=positions, prompt_length=width):
         with torch.no_grad():
             full = tiny_llama.model(input_ids=seq, attention_mask=full_mask, position_ids=position_ids).logits
     for step, logits in enumerate(gen.logits):
@@ -104,14 +104,14 @@ def test_span_mask_with_multibyte_text(tiny_llama: LoadedModel) -> None:
 def test_bad_inputs(tiny_llama: LoadedModel) -> None:
     vecs = random_vectors(tiny_llama)
     with pytest.raises(UnknownEmotionError, match="did you mean: calm"):
-        with steer(tiny_llama, vecs, {"clam": 0.1}):
+        with vecs.steer(tiny_llama, {"clam": 0.1}):
             pass
-    with pytest.raises(ConfigError, match="layer 7 out of range"):
-        with steer(tiny_llama, vecs, {"calm": 0.1}, layers=[7]):
+    with pytest.raises(ConfigError, match="layer 7 is not in these vectors"):
+        with vecs.steer(tiny_llama, {"calm": 0.1}, layers=[7]):
             pass
     with pytest.raises(ConfigError, match="unknown positions"):
-        with steer(tiny_llama, vecs, {"calm": 0.1}, positions="middle"):
+        with vecs.steer(tiny_llama, {"calm": 0.1}, positions="middle"):
             pass
     with pytest.raises(IncompatibleModelError):
-        with steer(make_gpt2(), vecs, {"calm": 0.1}):
+        with vecs.steer(make_gpt2(), {"calm": 0.1}):
             pass

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from emovec.models import LoadedModel
-from emovec.steering_validation import PROMPTS, assistant_turn, dominance, report_section, validate_steering
-from tests.conftest import random_vectors
+from emovec.prompts import assistant_turn
+from emovec.report.steering import steering_section
+from emovec.steering_validation import PROMPTS, dominance, validate_steering
+from tests.builders import random_vectors
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -57,6 +59,6 @@ def test_dominance_and_report_section() -> None:
               "dominance": d, "multi_token_words": ["<script>x"],
               "prompts": [{"user": "How <b>does</b> he feel?", "prefill": "He feels", "steered_tokens": 5,
                            "delta": m.tolist(), "dominance": d}]}
-    section = report_section(result)
+    section = steering_section(result)
     assert section.startswith("<p>") and "data:image/png;base64," in section
     assert "<script" not in section and "<b>" not in section and "&lt;b&gt;does" in section

@@ -9,7 +9,7 @@ from emovec.errors import ArtifactError, ConfigError, IncompatibleModelError, Un
 from emovec.models import LoadedModel
 from emovec.vectors import (EmotionVectors, default_layer_for, difference_of_means, extract, neutral_components,
                             project_out)
-from tests.conftest import make_gpt2, make_llama, write_corpus
+from tests.builders import make_gpt2, make_llama, write_corpus
 
 
 def test_difference_of_means_is_centred_per_layer() -> None:
@@ -78,7 +78,7 @@ def test_artifact_round_trip_tamper_and_compatibility(tiny_vectors: tuple[Emotio
     np.testing.assert_array_equal(back.components[2], vecs.components[2].astype(np.float32))
     assert back.model == vecs.model and back.meta["corpus"]["fingerprint"].startswith("sha256:")
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
-    assert manifest["format"] == "emovec.vectors/1" and manifest["model"]["architecture"] == "LlamaForCausalLM"
+    assert manifest["format"] == "emovec.vectors/2" and manifest["model"]["architecture"] == "LlamaForCausalLM"
     back.check_compatible(lm)
     with pytest.raises(IncompatibleModelError, match=r"made for LlamaForCausalLM with 4 layers × 64; this model is GPT2LMHeadModel"):
         back.check_compatible(make_gpt2())
@@ -91,6 +91,53 @@ def test_artifact_round_trip_tamper_and_compatibility(tiny_vectors: tuple[Emotio
         EmotionVectors.load(tmp_path / "art")
     with pytest.raises(ArtifactError, match="not an emovec artifact"):
         EmotionVectors.load(tmp_path)
+
+
+def _edit_manifest(art: Path, edit) -> None:  # noqa: ANN001
+    path = art / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["emotions"].reverse(), "manifest checksum mismatch"),  # would silently relabel the vectors
+    (lambda m: m.pop("files"), "manifest checksum mismatch"),  # would skip the tensor checksum
+    (lambda m: m.update(default_layer=99), "manifest checksum mismatch"),
+    (lambda m: m.update(format="emovec.vectors/1"), "older emovec"),
+])
+def test_tampered_manifest_is_refused(tiny_vectors, tmp_path: Path, edit, message: str) -> None:  # noqa: ANN001
+    vecs, _ = tiny_vectors
+    vecs.save(tmp_path / "art")
+    _edit_manifest(tmp_path / "art", edit)
+    with pytest.raises(ArtifactError, match=message):
+        EmotionVectors.load(tmp_path / "art")
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "", "\x00\xff"])
+def test_malformed_manifest_gives_one_clear_error(tiny_vectors, tmp_path: Path, text: str) -> None:  # noqa: ANN001
+    vecs, _ = tiny_vectors
+    vecs.save(tmp_path / "art")
+    (tmp_path / "art" / "manifest.json").write_text(text, encoding="latin-1")
+    with pytest.raises(ArtifactError, match="manifest.json"):
+        EmotionVectors.load(tmp_path / "art")
+
+
+def test_shapes_must_match_the_manifest(tiny_vectors, tmp_path: Path) -> None:  # noqa: ANN001
+    """A manifest re-signed over a shorter emotion list still cannot relabel the tensors."""
+    from emovec.artifact import sha256_json
+
+    vecs, _ = tiny_vectors
+    vecs.save(tmp_path / "art")
+
+    def drop_one(m: dict) -> None:
+        m["emotions"] = m["emotions"][1:]
+        m.pop("manifest_sha256")
+        m["manifest_sha256"] = sha256_json(m)
+
+    _edit_manifest(tmp_path / "art", drop_one)
+    with pytest.raises(ArtifactError, match="tensor raw has shape"):
+        EmotionVectors.load(tmp_path / "art")
 
 
 def test_interrupted_run_resumes_to_identical_vectors(tmp_path: Path) -> None:

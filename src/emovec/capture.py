@@ -21,110 +21,21 @@ import hashlib
 import json
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
-from torch import nn
 
+from emovec.artifact import fault_point, write_json_atomic
 from emovec.errors import ConfigError
+from emovec.hooks import Batch, ProgressFn, check_layers, forward_layers, length_sorted_batches, tokenize_documents
 from emovec.models import LoadedModel
 
 CAPTURE_FORMAT = "emovec.capture/1"
-HiddenFn = Callable[[int, torch.Tensor], None]
-ProgressFn = Callable[[int, int], None]  # (documents done in this batch, tokens in this batch)
-
-
-class _StopForward(Exception):
-    """Raised by the last needed hook so the layers after it never run."""
-
-
-def residual_of(output: object) -> torch.Tensor:
-    """A decoder layer's output residual: the tensor itself, or the first element of a tuple."""
-    return output[0] if isinstance(output, (tuple, list)) else output  # type: ignore[return-value]
-
-
-@contextmanager
-def hooked(modules: Sequence[nn.Module], hook_for: Callable[[int], Callable[..., object]]) -> Iterator[None]:
-    """Register `hook_for(i)` as a forward hook on each module; always removed on exit."""
-    handles = [m.register_forward_hook(hook_for(i)) for i, m in enumerate(modules)]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Padded token ids of some documents; `rows` are their indices in the input order."""
-
-    rows: tuple[int, ...]
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    lengths: torch.Tensor
-
-
-def pad_batch(token_lists: Sequence[Sequence[int]], rows: Sequence[int], pad_id: int, side: str = "right") -> Batch:
-    """Pad to the longest list; `side` is where padding goes (left for generation, right for capture)."""
-    width = max(len(t) for t in token_lists)
-    ids = torch.full((len(token_lists), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(token_lists), width), dtype=torch.long)
-    for r, toks in enumerate(token_lists):
-        sl = slice(width - len(toks), width) if side == "left" else slice(0, len(toks))
-        ids[r, sl] = torch.tensor(list(toks), dtype=torch.long)
-        mask[r, sl] = 1
-    return Batch(tuple(rows), ids, mask, torch.tensor([len(t) for t in token_lists]))
-
-
-def length_sorted_batches(token_lists: Sequence[Sequence[int]], batch_size: int, pad_id: int) -> list[Batch]:
-    """Right-padded batches of documents sorted longest first (ties by input order), so padding is minimal
-    and the largest batch comes first (out-of-memory shows at once)."""
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    order = sorted(range(len(token_lists)), key=lambda i: (-len(token_lists[i]), i))
-    return [pad_batch([token_lists[i] for i in chunk], chunk, pad_id)
-            for chunk in (order[s:s + batch_size] for s in range(0, len(order), batch_size))]
-
-
-def forward_layers(lm: LoadedModel, batch: Batch, layer_ids: Sequence[int], on_hidden: HiddenFn) -> None:
-    """Run the decoder body on `batch`, calling `on_hidden(layer, residual)` for each chosen layer, and stop
-    after the last chosen one."""
-    chosen = sorted(set(layer_ids))
-    last = chosen[-1]
-
-    def hook_for(k: int) -> Callable[..., None]:
-        layer = chosen[k]
-
-        def hook(_module: nn.Module, _args: object, output: object) -> None:
-            on_hidden(layer, residual_of(output))
-            if layer == last:
-                raise _StopForward
-
-        return hook
-
-    device = lm.device
-    with hooked([lm.layers[i] for i in chosen], hook_for), torch.inference_mode():
-        try:
-            lm.body(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
-        except _StopForward:
-            pass
-
-
-def tokenize_documents(lm: LoadedModel, texts: Sequence[str], max_tokens: int) -> tuple[list[list[int]], int]:
-    """Token ids per document, truncated to `max_tokens`; also the number truncated."""
-    out, cut = [], 0
-    for text in texts:
-        ids = lm.encode(text)
-        if len(ids) > max_tokens:
-            ids, cut = ids[:max_tokens], cut + 1
-        out.append(ids)
-    return out, cut
 
 
 def documents_fingerprint(ids: Sequence[str], texts: Sequence[str]) -> str:
@@ -133,25 +44,6 @@ def documents_fingerprint(ids: Sequence[str], texts: Sequence[str]) -> str:
     for i, t in zip(ids, texts, strict=True):
         h.update(json.dumps([i, t], ensure_ascii=False).encode("utf-8"))
     return "sha256:" + h.hexdigest()
-
-
-def write_json_atomic(path: Path, obj: object) -> None:
-    """Write JSON to a temporary file, fsync, then rename over `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1, ensure_ascii=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _check_layers(lm: LoadedModel, layers: Sequence[int] | None) -> list[int]:
-    n = len(lm.layers)
-    chosen = list(range(n)) if layers is None else sorted(set(int(x) for x in layers))
-    bad = [x for x in chosen if not 0 <= x < n]
-    if bad or not chosen:
-        raise ConfigError(f"layer {bad[0] if bad else '(none)'} out of range: this model has layers 0..{n - 1}")
-    return chosen
 
 
 class _ShardedRun:
@@ -165,15 +57,25 @@ class _ShardedRun:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.done: list[int] = []
         if self.path.exists():
-            saved = json.loads(self.path.read_text("utf-8"))
+            try:
+                saved = json.loads(self.path.read_text("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                saved = None
+            if not isinstance(saved, dict):
+                raise ConfigError(f"{self.path}: damaged capture state; restart the capture to discard it",
+                                  param="restart")
             saved_identity = {k: saved.get(k) for k in identity}
             if saved_identity != json.loads(json.dumps(identity)):
                 diff = next(k for k in identity if saved_identity[k] != json.loads(json.dumps(identity[k])))
                 raise ConfigError(f"{run_dir}: holds a capture with a different {diff}; "
-                                  "use another work directory, or --restart to discard it")
+                                  "use another work directory, or restart to discard it", param="restart")
             self.done = list(saved.get("done", []))
         self.n_shards = n_shards
         self.fresh = not self.done
+
+    def adopt(self, done: Sequence[int]) -> None:
+        """Take `done` as the finished shards (from a state file written atomically with its data)."""
+        self.done = sorted(set(int(x) for x in done))
 
     def pending(self) -> list[int]:
         return [s for s in range(self.n_shards) if s not in set(self.done)]
@@ -199,7 +101,7 @@ def _plan(lm: LoadedModel, kind: str, ids: Sequence[str], texts: Sequence[str], 
           layers: Sequence[int] | None, batch_size: int, shard_batches: int, max_tokens: int,
           **settings: object) -> _Plan:
     """Tokenize, batch and open (or resume) the run record of a capture pass; `settings` join its identity."""
-    chosen = _check_layers(lm, layers)
+    chosen = check_layers(lm, layers)
     tokens, truncated = tokenize_documents(lm, texts, max_tokens)
     batches = length_sorted_batches(tokens, batch_size, lm.pad_id)
     identity = {"format": CAPTURE_FORMAT, "kind": kind, "model": lm.spec.__dict__,
@@ -257,6 +159,14 @@ class _HostWriter:
             self.pool.shutdown(wait=True)
 
 
+def projected_bytes(n_documents: int, n_neutral: int, n_layers: int, hidden: int) -> int:
+    """Disk a capture will take: per-document head and tail means (float32) and norm sums, plus the neutral
+    pass's float64 moments (sum and the hidden × hidden second moment per layer)."""
+    stories = n_documents * n_layers * (2 * hidden * 4 + 8)
+    neutral = n_layers * (hidden * hidden + hidden + 1) * 8 if n_neutral else 0
+    return stories + neutral
+
+
 @dataclass
 class DocumentMeans:
     """Per-document, per-layer residual means on disk (memory-mapped float32)."""
@@ -289,7 +199,7 @@ class DocumentMeans:
         if short_policy == "whole":
             tail[short] = np.asarray(self.head[rows[short], layer_pos, :], dtype=np.float64)
             return tail, self.counts[rows].sum(1) > 0
-        raise ConfigError(f"unknown short-document policy {short_policy!r} (choose from: skip, whole)")
+        raise ConfigError(f"unknown short_policy {short_policy!r} (choose from: skip, whole)", param="short_policy")
 
 
 def capture_document_means(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str], run_dir: str | Path,
@@ -298,7 +208,8 @@ def capture_document_means(lm: LoadedModel, ids: Sequence[str], texts: Sequence[
                            progress: ProgressFn | None = None) -> DocumentMeans:
     """Mean residual per document and layer, split at `token_offset`; resumes an interrupted run in `run_dir`."""
     if token_offset < 1:
-        raise ConfigError(f"token offset must be at least 1 (token 0 is the attention sink), got {token_offset}")
+        raise ConfigError(f"token_offset must be at least 1 (token 0 is the attention sink), got {token_offset}",
+                          param="token_offset")
     run_dir = Path(run_dir)
     plan = _plan(lm, "document_means", ids, texts, run_dir, layers, batch_size, shard_batches, max_tokens,
                  token_offset=token_offset)
@@ -362,9 +273,24 @@ def _capture_means_shards(lm: LoadedModel, run: _ShardedRun, batches: list[Batch
         def checkpoint(shard: int = shard) -> None:
             for arr in arrays:
                 arr.flush()  # durable before the shard is marked done
+            fault_point("stories.flushed")
             run.mark(shard)
+            fault_point("stories.marked")
 
         writer.then(checkpoint)  # overlaps the next shard's forward passes
+
+
+def _load_token_state(path: Path) -> tuple[dict[str, np.ndarray], list[int]]:
+    """The neutral pass's running sums and the shards they contain; a damaged file names the way out."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            done = json.loads((fh.metadata() or {}).get("done", "[]"))
+        return load_file(str(path)), [int(x) for x in done]
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: damaged capture state ({exc}); delete the work directory or restart the "
+                          "capture", param="restart") from None
 
 
 @dataclass
@@ -399,7 +325,8 @@ def capture_token_stats(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str
         saved = {"count": np.zeros(1, np.int64), "sum": np.zeros((nl, d)), "outer": np.zeros((nl, d, d)),
                  "norm_sum": np.zeros(nl)}
     else:
-        saved = load_file(str(state_path))
+        saved, done = _load_token_state(state_path)
+        run.adopt(done)  # the state file, not capture.json, says which shards its sums contain
     # running float64 totals live on the model's device between checkpoints
     state = {k: torch.from_numpy(v).to(lm.device) for k, v in saved.items()}
     pos_of = {layer: k for k, layer in enumerate(chosen)}
@@ -422,8 +349,10 @@ def capture_token_stats(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str
             if progress:
                 progress(len(batch.rows), int(batch.lengths.sum()))
         saved = {k: v.cpu().numpy() for k, v in state.items()}
+        # one atomic step: the sums and the list of shards they contain are replaced together
         tmp = state_path.with_name(state_path.name + ".tmp")
-        save_file(saved, str(tmp))
+        save_file(saved, str(tmp), metadata={"done": json.dumps(sorted([*run.done, shard]))})
         os.replace(tmp, state_path)
+        fault_point("neutral.saved")  # the old crash window: sums saved, shard not yet marked in capture.json
         run.mark(shard)
     return TokenStats(chosen, int(saved["count"][0]), saved["sum"], saved["outer"], saved["norm_sum"])

@@ -20,7 +20,7 @@ from emovec.errors import ConfigError
 from emovec.models import LoadedModel
 from emovec.monitor import score_tokens, transcript_from_chat
 from emovec.sampling import Sampling, sample
-from emovec.steering import parse_weights, steer
+from emovec.steering import parse_weights
 from emovec.vectors import EmotionVectors
 
 HELP = ("commands: /steer NAME=STRENGTH [NAME=STRENGTH ...] (e.g. /steer calm=0.1), /off (stop steering), "
@@ -79,8 +79,8 @@ class ChatSession:
         prompt = transcript_from_chat(self.lm, history + [{"role": "user", "content": user}]).token_ids
         sampling = replace(self.sampling, seed=self.sampling.seed + self.turns)
         if self.weights:
-            with steer(self.lm, self.vecs, self.weights, layers=self.layers, positions=self.positions,
-                       prompt_length=len(prompt)):
+            with self.vecs.steer(self.lm, self.weights, layers=self.layers, positions=self.positions,
+                                 prompt_length=len(prompt)):
                 produced = sample(self.lm, [prompt], sampling)[0]
         else:
             produced = sample(self.lm, [prompt], sampling)[0]

@@ -38,7 +38,7 @@ def load_synonyms(path: Path | None = None) -> dict[str, tuple[str, ...]]:
     """`{emotion: (word, ...)}` from a JSON file (default: the shipped one), lower-cased and validated."""
     path = path or default_synonyms_path()
     if not path.exists():
-        raise ConfigError(f"{path}: no synonym list here; pass --synonyms FILE (a JSON object {{emotion: [words]}})")
+        raise ConfigError(f"{path}: no synonym list here; give a JSON file {{emotion: [words]}}", param="synonyms")
     try:
         raw = json.loads(path.read_text("utf-8"))
     except json.JSONDecodeError as exc:
@@ -367,6 +367,15 @@ def _duplicate_ids(items: Sequence[Located]) -> list[Violation]:
     return out
 
 
+MAX_TOKENS = 2048  # what extraction reads of a document (capture's default cut)
+
+
+def long_violations(items: Sequence[Located], lengths: Sequence[int], max_tokens: int) -> list[Violation]:
+    """Records longer than extraction reads: they would be cut, so the check says so."""
+    return [Violation("long", loc.where, loc.record.id, f"{n} tokens; extraction reads only the first {max_tokens}")
+            for loc, n in zip(items, lengths, strict=True) if n > max_tokens]
+
+
 def story_violations(stories: Sequence[Located], lengths: Sequence[int], lexicon: Lexicon,
                      min_tokens: int) -> list[Violation]:
     """Too short for the token offset, more than one paragraph, or naming its own emotion."""
@@ -407,7 +416,7 @@ def check_corpus(paths: Sequence[str | Path], tokenizer: str | object = "smollm2
     `tokenizer` is a model name as `load_model` takes it (only its tokenizer is loaded) or a tokenizer object.
     """
     if min_tokens < 1:
-        raise ConfigError(f"--min-tokens must be at least 1, got {min_tokens}")
+        raise ConfigError(f"min_tokens must be at least 1, got {min_tokens}", param="min_tokens")
     stories, neutral = read_located(paths)
     if not stories and not neutral:
         raise CorpusError(f"no stories or neutral dialogues in {', '.join(map(str, paths))}")
@@ -422,6 +431,7 @@ def check_corpus(paths: Sequence[str | Path], tokenizer: str | object = "smollm2
     story_lengths = token_lengths(tok, [s.record.text for s in stories])
     neutral_lengths = token_lengths(tok, [d.record.text for d in neutral])
     violations = [*story_violations(stories, story_lengths, lexicon, min_tokens), *_duplicate_ids(stories),
+                  *long_violations(stories, story_lengths, MAX_TOKENS), *long_violations(neutral, neutral_lengths, MAX_TOKENS),
                   *_duplicates(stories, near_dup), *neutral_violations(neutral, lexicon), *_duplicate_ids(neutral),
                   *_duplicates(neutral, near_dup)]
     per_emotion = Counter(s.record.emotion for s in stories)  # type: ignore[union-attr]

@@ -1,4 +1,6 @@
-"""Corpus format: JSONL stories `{id, emotion, topic, text, source}` and neutral dialogues `{id, topic, text, source}`.
+"""Corpus format: JSONL stories `{emotion, text}` and neutral dialogues `{text}`, each optionally with `id`
+(default `FILE:LINE`), `topic`, `source` and, for stories, `split` (`train`, the default, or `heldout`:
+kept out of the vectors, for evaluation).
 
 Every line is validated when loaded; errors name `file:line` and the field, and an unknown emotion comes
 with the closest valid names.
@@ -14,11 +16,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from emovec.concepts import check_emotions, concepts, unknown_emotion_message
+from emovec.concepts import check_emotions, closest, concepts, unknown_emotion_message
 from emovec.errors import CorpusError
 
-STORY_FIELDS = ("id", "emotion", "topic", "text", "source")
-NEUTRAL_FIELDS = ("id", "topic", "text", "source")
+STORY_FIELDS = ("emotion", "text")
+NEUTRAL_FIELDS = ("text",)
+OPTIONAL_FIELDS = {"stories": ("id", "topic", "source", "split"), "neutral": ("id", "topic", "source")}
+SPLITS = ("train", "heldout")
 
 
 @dataclass(frozen=True)
@@ -27,9 +31,10 @@ class Story:
 
     id: str
     emotion: str
-    topic: str
     text: str
-    source: str
+    topic: str = ""
+    source: str = ""
+    split: str = "train"
 
 
 @dataclass(frozen=True)
@@ -37,9 +42,9 @@ class Dialogue:
     """An emotionally neutral Human/Assistant dialogue, used to denoise the vectors."""
 
     id: str
-    topic: str
     text: str
-    source: str
+    topic: str = ""
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,14 +95,18 @@ def builtin_dir() -> Path:
     return Path(str(resources.files("emovec.data").joinpath("corpus")))
 
 
-def _records(path: Path, fields: tuple[str, ...]) -> Iterable[tuple[int, dict[str, str]]]:
-    """Yield (line number, record) for each non-blank line, validating JSON shape and string fields."""
+def _records(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> Iterable[tuple[int, dict[str, str]]]:
+    """Yield (line number, record) for each non-blank line, validating JSON shape and string fields; a record
+    without `id` gets `FILE:LINE`."""
     try:
         lines = path.read_text("utf-8").splitlines()
     except FileNotFoundError:
         raise CorpusError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CorpusError(f"{path}: is a directory, not a JSONL file") from None
     except UnicodeDecodeError as exc:
         raise CorpusError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    allowed = (*required, *optional)
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -108,14 +117,18 @@ def _records(path: Path, fields: tuple[str, ...]) -> Iterable[tuple[int, dict[st
             raise CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(rec, dict):
             raise CorpusError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-        for name in fields:
+        for name in required:
             if name not in rec:
-                raise CorpusError(f"{where}: missing field '{name}' (a record needs: {', '.join(fields)})")
-            if not isinstance(rec[name], str) or not rec[name].strip():
-                raise CorpusError(f"{where}: field '{name}' must be a non-empty string")
-        extra = sorted(set(rec) - set(fields))
-        if extra:
-            raise CorpusError(f"{where}: unknown field '{extra[0]}' (a record has: {', '.join(fields)})")
+                raise CorpusError(f"{where}: missing field '{name}' (a record needs: {', '.join(required)})")
+        for name, value in rec.items():
+            if name not in allowed:
+                close = closest(str(name), list(allowed), 1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise CorpusError(f"{where}: unknown field '{name}' ({hint}fields: {', '.join(required)}, "
+                                  f"optional {', '.join(optional)})")
+            if not isinstance(value, str) or (name in required and not value.strip()):
+                raise CorpusError(f"{where}: field '{name}' must be a{' non-empty' if name in required else ''} string")
+        rec.setdefault("id", f"{path.name}:{number}")
         yield number, rec
 
 
@@ -133,25 +146,30 @@ def _expand(paths: Sequence[str | Path], pattern: str) -> list[Path]:
     return out
 
 
-def load_stories(paths: Sequence[str | Path], emotions: Sequence[str] | None = None) -> tuple[Story, ...]:
-    """Load and validate story files; `emotions` restricts which are kept (all must be valid names)."""
+def load_stories(paths: Sequence[str | Path], emotions: Sequence[str] | None = None,
+                 split: str | None = "train") -> tuple[Story, ...]:
+    """Load and validate story files; `emotions` restricts which are kept (all must be valid names) and
+    `split` which split (`train`, `heldout`, or None for all)."""
     valid = concepts().emotions
     valid_set = set(valid)
     keep = set(emotions) if emotions is not None else None
     seen: dict[str, str] = {}
     stories: list[Story] = []
     for path in _expand(paths, "stories*.jsonl"):
-        for number, rec in _records(path, STORY_FIELDS):
+        for number, rec in _records(path, STORY_FIELDS, OPTIONAL_FIELDS["stories"]):
             where = f"{path}:{number}"
             if rec["emotion"] not in valid_set:
                 raise CorpusError(f"{where}: {unknown_emotion_message(rec['emotion'], valid)}")
+            if rec.get("split", "train") not in SPLITS:
+                raise CorpusError(f"{where}: split {rec['split']!r} is not one of {', '.join(SPLITS)}")
             if rec["id"] in seen:
                 raise CorpusError(f"{where}: duplicate id {rec['id']!r} (first at {seen[rec['id']]})")
             seen[rec["id"]] = where
-            if keep is None or rec["emotion"] in keep:
+            if (keep is None or rec["emotion"] in keep) and (split is None or rec.get("split", "train") == split):
                 stories.append(Story(**rec))
     if not stories:
-        raise CorpusError(f"no stories found in {', '.join(map(str, paths))}")
+        which = f" in the {split} split" if split else ""
+        raise CorpusError(f"no stories found{which} in {', '.join(map(str, paths))}")
     return tuple(stories)
 
 
@@ -160,7 +178,7 @@ def load_neutral(paths: Sequence[str | Path]) -> tuple[Dialogue, ...]:
     seen: dict[str, str] = {}
     out: list[Dialogue] = []
     for path in _expand(paths, "neutral*.jsonl"):
-        for number, rec in _records(path, NEUTRAL_FIELDS):
+        for number, rec in _records(path, NEUTRAL_FIELDS, OPTIONAL_FIELDS["neutral"]):
             if rec["id"] in seen:
                 raise CorpusError(f"{path}:{number}: duplicate id {rec['id']!r} (first at {seen[rec['id']]})")
             seen[rec["id"]] = f"{path}:{number}"
@@ -169,10 +187,11 @@ def load_neutral(paths: Sequence[str | Path]) -> tuple[Dialogue, ...]:
 
 
 def load_corpus(stories: Sequence[str | Path] | None = None, neutral: Sequence[str | Path] | None = None,
-                emotions: Sequence[str] | None = None) -> Corpus:
-    """Load a corpus; with no paths, the built-in one shipped in `emovec/data/corpus`."""
+                emotions: Sequence[str] | None = None, split: str | None = "train") -> Corpus:
+    """Load a corpus; with no paths, the built-in one shipped in `emovec/data/corpus`. Only the `train`
+    split by default: held-out stories never build vectors unless asked for."""
     if emotions is not None:
         check_emotions(list(emotions))
     story_paths = stories if stories is not None else [builtin_dir()]
     neutral_paths = neutral if neutral is not None else [builtin_dir()]
-    return Corpus(load_stories(story_paths, emotions), load_neutral(neutral_paths) if neutral_paths else ())
+    return Corpus(load_stories(story_paths, emotions, split), load_neutral(neutral_paths) if neutral_paths else ())

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 
 class EmovecError(Exception):
-    """Base class: the CLI turns any EmovecError into one line on stderr and exit code 2."""
+    """Base class: the CLI turns any EmovecError into one line on stderr and exit code 2.
+
+    `param` names the library parameter at fault (e.g. `temperature`), in library words; a front end
+    (the CLI, the web app) maps it to its own name for that setting (e.g. `--temperature`).
+    """
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class ConfigError(EmovecError):
@@ -29,3 +37,7 @@ class ArtifactError(EmovecError):
 
 class IncompatibleModelError(EmovecError):
     """Vectors were made for a model of a different shape."""
+
+
+class LockedError(EmovecError):
+    """Another emovec process holds the lock of a directory this run needs."""

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from emovec.errors import ArtifactError, ConfigError
-from emovec.steering import steering_directions
 from emovec.vectors import EmotionVectors
 
 ARCH = "controlvector"
@@ -52,9 +51,11 @@ def control_vector(vecs: EmotionVectors, weights: Mapping[str, float], layers: S
     for layer in chosen:
         if layer == 0:
             raise ConfigError("layer 0 cannot be exported: llama.cpp never steers block 0 (direction.N applies "
-                              "after block N, N >= 1); choose layers from 1")
+                              "after block N, N >= 1); choose layers from 1", param="layers")
         vecs.layer_pos(layer)
-    directions = {layer: d.astype(np.float32) for layer, d in steering_directions(vecs, weights, chosen).items()}
+    directions = {layer: d.astype(np.float32) for layer, d in vecs.directions(weights, chosen).items()}
+    if not all(np.isfinite(d).all() for d in directions.values()):
+        raise ConfigError("the blend overflows float32; use smaller strengths", param="emotion")
     meta = {"emovec.weights": json.dumps(dict(weights), sort_keys=True), "emovec.model": vecs.model.id,
             "emovec.architecture": vecs.model.architecture,
             "emovec.units": "strength × the layer's mean residual norm × unit (denoised) emotion vector"}
@@ -66,22 +67,27 @@ def write_control_vector(cv: ControlVector, path: str | Path, name: str = "") ->
     import gguf
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; give a file name for the control vector", param="out")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    writer = gguf.GGUFWriter(str(tmp), ARCH)
-    if name:
-        writer.add_name(name)
-    writer.add_string(f"{ARCH}.model_hint", cv.model_hint)
-    writer.add_uint32(f"{ARCH}.layer_count", len(cv.directions))
-    for key, value in cv.metadata.items():
-        writer.add_string(key, value)
-    for layer in sorted(cv.directions):
-        writer.add_tensor(f"direction.{layer}", np.ascontiguousarray(cv.directions[layer], dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(tmp, path)
+    try:
+        writer = gguf.GGUFWriter(str(tmp), ARCH)
+        if name:
+            writer.add_name(name)
+        writer.add_string(f"{ARCH}.model_hint", cv.model_hint)
+        writer.add_uint32(f"{ARCH}.layer_count", len(cv.directions))
+        for key, value in cv.metadata.items():
+            writer.add_string(key, value)
+        for layer in sorted(cv.directions):
+            writer.add_tensor(f"direction.{layer}", np.ascontiguousarray(cv.directions[layer], dtype=np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

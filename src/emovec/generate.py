@@ -10,53 +10,32 @@ to the JSONL output in one write and fsynced, so a rerun resumes where an interr
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import math
 import os
-import random
-import re
-import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Protocol
 
-import torch
 import yaml
 
-from emovec.capture import pad_batch, write_json_atomic
+from emovec.artifact import write_json_atomic
 from emovec.checks import Lexicon, dialogue_layout_problem, normalize
 from emovec.concepts import check_emotions, concepts
 from emovec.corpus import load_neutral, load_stories
-from emovec.errors import ConfigError, CorpusError, EmovecError
-from emovec.models import LoadedModel
+from emovec.errors import ConfigError, CorpusError
+from emovec.sampling import Sampling
+from emovec.writers import (Reply, Request, Writer, WriterError, clean_dialogue, clean_story, split_items,
+                            trim_to_sentence)
 
 KINDS = ("stories", "neutral")
-MARKER_RE = re.compile(r"[ \t#>*_]*\[\s*(?:story|dialogue)\s*\d+\s*\][ \t*_:]*", re.IGNORECASE)
-TURN_RE = re.compile(r"^[ \t*_]*(person|human|user|ai|assistant)[ \t*_]*:[ \t*_]*", re.IGNORECASE)
-SENTENCE_END_RE = re.compile(r"^.*[.!?][\"”’')]*", re.DOTALL)
 TOKENS_PER_ITEM = {"stories": 400, "neutral": 700}
 WORD_LIMITS = {"stories": (50, 300), "neutral": (15, 1200)}
 META_FORMAT = "emovec.generate/1"
-
-
-class WriterError(EmovecError):
-    """A writer could not produce a reply (after retries); the message names the request and the last failure."""
-
-
-class _Transient(Exception):
-    """A failure worth retrying (HTTP 5xx/429, timeout, connection error, malformed or empty reply)."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -101,234 +80,6 @@ def load_prompts(path: Path | None = None) -> Prompts:
 
 
 @dataclass(frozen=True)
-class Sampling:
-    """Sampling parameters sent with every call; `max_tokens` is per call (default: 400 per story,
-    700 per dialogue asked for)."""
-
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_tokens: int | None = None
-
-
-@dataclass(frozen=True)
-class Request:
-    """One call to a writer: `label` names it in errors (kind, emotion, topic)."""
-
-    label: str
-    prompt: str
-    seed: int
-    max_tokens: int
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A writer's text; `truncated` when it stopped at the token limit rather than by itself."""
-
-    text: str
-    truncated: bool
-
-
-class Writer(Protocol):
-    """Anything that answers prompts: `parallel` requests are handed to `write` at once."""
-
-    name: str
-    parallel: int
-
-    def provenance(self) -> dict[str, object]: ...
-
-    def write(self, requests: Sequence[Request], sampling: Sampling) -> list[Reply | WriterError]: ...
-
-
-class EndpointWriter:
-    """An OpenAI-compatible `/chat/completions` endpoint, called from `concurrency` threads with retries."""
-
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, concurrency: int = 4,
-                 timeout: float = 120.0, retries: int = 4, backoff: float = 1.0, max_backoff: float = 30.0) -> None:
-        if not re.match(r"https?://", base_url):
-            raise ConfigError(f"--base-url {base_url!r}: expected http://host:port/v1 or https://...")
-        if concurrency < 1 or retries < 0 or timeout <= 0:
-            raise ConfigError("--concurrency must be ≥ 1, --retries ≥ 0 and --timeout > 0")
-        self.api_key = None
-        if api_key_env:
-            self.api_key = os.environ.get(api_key_env)
-            if not self.api_key:
-                raise ConfigError(f"--api-key-env {api_key_env}: that environment variable is not set")
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.api_key_env, self.parallel = model, api_key_env, concurrency
-        self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
-        self.name = f"endpoint:{model}"
-
-    def provenance(self) -> dict[str, object]:
-        return {"type": "endpoint", "url": self.url, "model": self.model, "api_key_env": self.api_key_env,
-                "concurrency": self.parallel, "timeout": self.timeout, "retries": self.retries}
-
-    def write(self, requests: Sequence[Request], sampling: Sampling) -> list[Reply | WriterError]:
-        """Send the requests concurrently; each gets its reply or the error that ended its retries."""
-        pool = ThreadPoolExecutor(max_workers=min(self.parallel, max(len(requests), 1)))
-        try:
-            return list(pool.map(lambda r: self._with_retries(r, sampling), requests))
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    def _with_retries(self, request: Request, sampling: Sampling) -> Reply | WriterError:
-        rng = random.Random(request.seed)  # jitter, reproducible per request
-        last = ""
-        for attempt in range(self.retries + 1):
-            try:
-                return self._call(request, sampling)
-            except _Transient as exc:
-                last = str(exc)
-                if attempt < self.retries:
-                    delay = min(self.max_backoff, self.backoff * 2 ** attempt) * (0.5 + rng.random())
-                    time.sleep(max(delay, min(exc.retry_after or 0.0, self.max_backoff)))
-            except WriterError as exc:
-                return exc
-        return WriterError(f"{request.label}: no usable reply from {self.url} after {self.retries + 1} attempts; "
-                           f"last error: {last}")
-
-    def _call(self, request: Request, sampling: Sampling) -> Reply:
-        body = {"model": self.model, "messages": [{"role": "user", "content": request.prompt}],
-                "temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": request.max_tokens,
-                "seed": request.seed}
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        http = urllib.request.Request(self.url, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(http, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            detail = _excerpt(exc.read())
-            if exc.code == 429 or exc.code >= 500:
-                retry_after = exc.headers.get("Retry-After", "")
-                raise _Transient(f"HTTP {exc.code}: {detail}",
-                                 float(retry_after) if retry_after.replace(".", "", 1).isdigit() else None) from None
-            raise WriterError(f"{request.label}: HTTP {exc.code} from {self.url}: {detail} "
-                              "(check --base-url, --model and the API key)") from None
-        except TimeoutError:
-            raise _Transient(f"no reply within {self.timeout:g}s (raise --timeout?)") from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError):
-                raise _Transient(f"no reply within {self.timeout:g}s (raise --timeout?)") from None
-            raise _Transient(f"cannot connect: {exc.reason}") from None
-        except (http.client.HTTPException, OSError) as exc:
-            raise _Transient(f"connection failed: {exc!r}") from None
-        try:
-            payload = json.loads(raw)
-            choice = payload["choices"][0]
-            content = choice["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise _Transient(f"malformed reply (expected choices[0].message.content): {_excerpt(raw)}") from None
-        if not isinstance(content, str) or not content.strip():
-            raise _Transient("empty reply")
-        return Reply(content, choice.get("finish_reason") == "length")
-
-
-def _excerpt(raw: bytes, limit: int = 160) -> str:
-    text = " ".join(raw.decode("utf-8", "replace").split())
-    return (text[:limit] + "…" if len(text) > limit else text) or "(no body)"
-
-
-class LocalWriter:
-    """A transformers model sampling `batch_size` prompts at once (left-padded; the chat template when the
-    tokenizer has one)."""
-
-    def __init__(self, lm: LoadedModel, batch_size: int = 4) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-        self.lm, self.parallel = lm, batch_size
-        self.name = f"local:{lm.spec.id}"
-        self.chat = bool(getattr(lm.tokenizer, "chat_template", None))
-
-    def provenance(self) -> dict[str, object]:
-        spec = self.lm.spec
-        return {"type": "local", "model": spec.id, "sha256": spec.sha256, "architecture": spec.architecture,
-                "dtype": spec.dtype, "batch_size": self.parallel, "chat_template": self.chat}
-
-    def _encode(self, prompt: str) -> list[int]:
-        tok = self.lm.tokenizer
-        if self.chat:
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,  # type: ignore[attr-defined]
-                                           add_generation_prompt=True)
-            return list(tok(text, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
-        return self.lm.encode(prompt + "\n\n")
-
-    def _eos_ids(self) -> set[int]:
-        eos = getattr(getattr(self.lm.model, "generation_config", None), "eos_token_id", None)
-        eos = eos if eos is not None else getattr(self.lm.tokenizer, "eos_token_id", None)
-        return set(eos) if isinstance(eos, list) else {eos} if isinstance(eos, int) else set()
-
-    def write(self, requests: Sequence[Request], sampling: Sampling) -> list[Reply | WriterError]:
-        """Sample all requests in batches of `parallel`, each batch seeded by its first request."""
-        replies: list[Reply | WriterError] = []
-        for start in range(0, len(requests), self.parallel):
-            replies += self._batch(requests[start:start + self.parallel], sampling)
-        return replies
-
-    @torch.inference_mode()
-    def _batch(self, requests: Sequence[Request], sampling: Sampling) -> list[Reply]:
-        lm = self.lm
-        batch = pad_batch([self._encode(r.prompt) for r in requests], range(len(requests)), lm.pad_id, side="left")
-        width = batch.input_ids.shape[1]
-        sample = sampling.temperature > 0
-        options = {"do_sample": sample, "temperature": sampling.temperature, "top_p": sampling.top_p} if sample else {"do_sample": False}
-        devices = list(range(torch.cuda.device_count())) if lm.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(requests[0].seed)
-            out = lm.model.generate(input_ids=batch.input_ids.to(lm.device),  # type: ignore[operator]
-                                    attention_mask=batch.attention_mask.to(lm.device),
-                                    max_new_tokens=max(r.max_tokens for r in requests), pad_token_id=lm.pad_id,
-                                    **options)
-        eos = self._eos_ids()
-        replies = []
-        for row in out[:, width:].tolist():
-            stop = next((i for i, t in enumerate(row) if t in eos), None)
-            text = lm.tokenizer.decode(row[:stop], skip_special_tokens=True)  # type: ignore[attr-defined]
-            replies.append(Reply(text, stop is None))
-        return replies
-
-
-def split_items(text: str) -> list[str]:
-    """The pieces after each `[story N]` / `[dialogue N]` marker (text before the first is a preamble);
-    the whole text when there is no marker."""
-    parts = MARKER_RE.split(text)
-    return parts[1:] if len(parts) > 1 else parts
-
-
-def clean_story(piece: str) -> str:
-    """One paragraph: markdown emphasis removed, whitespace collapsed, and the longest paragraph kept
-    (titles and remarks around a story are shorter than the story)."""
-    piece = re.sub(r"(\*\*|__)|^[ \t]*#+[ \t]*", "", piece, flags=re.MULTILINE)
-    paragraphs = [" ".join(p.split()) for p in re.split(r"\n[ \t]*\n", piece) if p.strip()]
-    return max(paragraphs, key=len, default="")
-
-
-def clean_dialogue(piece: str) -> str:
-    """Person/AI (or User/Human/Assistant) turns as `Human: ` / `Assistant: `, an optional system paragraph
-    first, one blank line before each turn and none inside one."""
-    system: list[str] = []
-    turns: list[tuple[str, list[str]]] = []
-    for line in piece.strip().splitlines():
-        m = TURN_RE.match(line)
-        if m:
-            role = "Assistant" if m.group(1).lower() in {"ai", "assistant"} else "Human"
-            turns.append((role, [line[m.end():]]))
-        elif turns:
-            turns[-1][1].append(line)
-        else:
-            system.append(line)
-    head = re.sub(r"^\s*system\s*:\s*", "", " ".join(" ".join(system).split()), flags=re.IGNORECASE)
-    body = [f"{role}: " + "\n".join(ln for ln in lines if ln.strip()).strip() for role, lines in turns]
-    return "\n\n".join([head] * bool(head) + body)
-
-
-def trim_to_sentence(text: str) -> str:
-    """`text` up to its last sentence end ("" if it has none): what is kept of a reply cut off mid-sentence."""
-    m = SENTENCE_END_RE.match(text.rstrip())
-    return m.group(0) if m else ""
-
-
-@dataclass(frozen=True)
 class GenerationConfig:
     """What to generate: `topics` are the paper's 1-based topic numbers; `call_budget` is how many calls a
     job may make, as a multiple of those it needs when every item passes."""
@@ -338,7 +89,8 @@ class GenerationConfig:
     topics: tuple[int, ...] = field(default_factory=lambda: tuple(range(1, len(concepts().topics) + 1)))
     per_topic: int = 1
     per_call: int = 1
-    sampling: Sampling = field(default_factory=Sampling)
+    sampling: Sampling = field(default_factory=lambda: Sampling(temperature=1.0, top_p=0.95))
+    max_tokens: int | None = None  # per call; default: 400 per story, 700 per dialogue asked for
     seed: int = 0
     min_words: int | None = None
     max_words: int | None = None
@@ -352,15 +104,16 @@ class GenerationConfig:
             if not self.emotions:
                 raise ConfigError("stories need at least one emotion")
         elif self.emotions:
-            raise ConfigError("--emotions applies to stories only")
+            raise ConfigError("emotions apply to stories only", param="emotions")
         n_topics = len(concepts().topics)
         bad = [t for t in self.topics if not 1 <= t <= n_topics]
         if bad or not self.topics:
             raise ConfigError(f"topic {bad[0] if bad else '(none)'} out of range (the paper's topics are 1..{n_topics})")
         if self.per_topic < 1 or self.per_call < 1 or self.call_budget < 1:
-            raise ConfigError("--per-topic and --stories-per-call must be at least 1, the call budget at least 1")
+            raise ConfigError("per_topic and per_call must be at least 1, the call budget at least 1", param="per_topic")
         if self.word_limits[0] > self.word_limits[1]:
-            raise ConfigError(f"--min-words {self.word_limits[0]} is above --max-words {self.word_limits[1]}")
+            raise ConfigError(f"min_words {self.word_limits[0]} is above max_words {self.word_limits[1]}",
+                              param="min_words")
 
     @property
     def word_limits(self) -> tuple[int, int]:
@@ -369,7 +122,7 @@ class GenerationConfig:
 
     @property
     def call_tokens(self) -> int:
-        return self.sampling.max_tokens or TOKENS_PER_ITEM[self.kind] * self.per_call
+        return self.max_tokens or TOKENS_PER_ITEM[self.kind] * self.per_call
 
 
 def parse_topics(spec: str | None) -> tuple[int, ...]:
@@ -383,7 +136,7 @@ def parse_topics(spec: str | None) -> tuple[int, ...]:
             lo, _, hi = part.strip().partition("-")
             numbers.update(range(int(lo), int(hi or lo) + 1))
     except ValueError:
-        raise ConfigError(f"--topics {spec!r}: expected e.g. 'all', '7', '1-10' or '1,5,20-25'") from None
+        raise ConfigError(f"topics {spec!r}: expected e.g. 'all', '7', '1-10' or '1,5,20-25'", param="topics") from None
     return tuple(sorted(numbers))
 
 
@@ -491,7 +244,8 @@ def append_records(out: Path, records: Sequence[dict[str, str]]) -> None:
 def _identity(writer: Writer, prompts: Prompts, config: GenerationConfig) -> dict[str, object]:
     """What must stay the same for a rerun to add to the same output."""
     return {"kind": config.kind, "writer": writer.name, "prompt": {"version": prompts.version, "sha256": prompts.sha256},
-            "sampling": {**asdict(config.sampling), "max_tokens": config.call_tokens}, "seed": config.seed,
+            "sampling": {"temperature": config.sampling.temperature, "top_p": config.sampling.top_p,
+                         "max_tokens": config.call_tokens}, "seed": config.seed,
             "per_call": config.per_call}
 
 
@@ -505,7 +259,8 @@ def _open_meta(out: Path, writer: Writer, prompts: Prompts, config: GenerationCo
         try:
             meta = json.loads(path.read_text("utf-8"))
         except json.JSONDecodeError as exc:
-            raise CorpusError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); delete it or choose another --out") from None
+            raise CorpusError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); delete it or choose another output file",
+                              param="out") from None
         old = meta.get("identity", {})
         for key, value in identity.items():
             if isinstance(old, dict) and key in old and old[key] != value:

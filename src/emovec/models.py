@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from emovec.artifact import sha256_file
 from emovec.errors import ConfigError, ModelLoadError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -180,17 +181,39 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
             return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
         return torch.bfloat16 if cpu_supports_bf16() else torch.float32
     if dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r} (choose from: auto, {', '.join(DTYPES)})")
+        raise ConfigError(f"unknown dtype {dtype!r} (choose from: auto, {', '.join(DTYPES)})", param="dtype")
     return DTYPES[dtype]
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def context_length(lm: LoadedModel) -> int | None:
+    """The longest sequence the model was trained for (its config's max_position_embeddings), if known."""
+    value = getattr(lm.model.config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def check_context(lm: LoadedModel, n_tokens: int, cap: int | None = None) -> None:
+    """Refuse a text longer than `cap` tokens (default: the model's context length): beyond it the model
+    extrapolates positions it never saw and the read-outs mean little."""
+    limit = cap or context_length(lm)
+    if limit is not None and n_tokens > limit:
+        source = "the cap" if cap else f"{lm.spec.id}'s context length"
+        raise ConfigError(f"the input is {n_tokens} tokens, over {source} of {limit}; shorten it or raise max_tokens",
+                          param="max_tokens")
+
+
+def check_device(device: str) -> str:
+    """`cpu`, `auto`, `cuda` or `cuda:N`, checked against this machine before anything loads."""
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if device in ("cpu", "auto"):
+        return device
+    if not m:
+        raise ConfigError(f"unknown device {device!r} (choose from: cpu, cuda, cuda:N, auto)", param="device")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: this machine has no CUDA GPU visible to torch; use cpu",
+                          param="device")
+    if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here", param="device")
+    return device
 
 
 def cache_dir() -> Path:
@@ -266,6 +289,7 @@ def load_model(name: str = "smollm2-135m", dtype: str = "auto", device: str = "c
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     kwargs: dict[str, object] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if device == "auto":
@@ -291,8 +315,9 @@ def load_model(name: str = "smollm2-135m", dtype: str = "auto", device: str = "c
         with _quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(source, **{k: v for k, v in kwargs.items() if k in {"gguf_file", "trust_remote_code"}})
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, ImportError) as exc:
-        raise ModelLoadError(f"cannot load {name!r}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged or truncated file fails deep inside transformers/gguf
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ModelLoadError(f"cannot load {name!r}: {type(exc).__name__}: {first}") from None
     if device not in {"cpu", "auto"}:
         model = model.to(device)
     model.eval()
@@ -331,12 +356,18 @@ def _quiet_transformers() -> Iterator[None]:
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    tqdm_env = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # the GGUF de-quantisation bar is a bare tqdm that ignores the switch above
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+        if tqdm_env is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = tqdm_env
 
 
 def _hub_fingerprint(name: str) -> str | None:

@@ -1,5 +1,5 @@
-"""Per-token monitoring: the cosine of every token's residual with every emotion vector, as JSON or a
-self-contained HTML heatmap, on a text, a chat transcript, or live while the model generates.
+"""Per-token monitoring: the cosine of every token's residual with every emotion vector, on a text, a chat
+transcript, or live while the model generates (the report layer draws it as an HTML heatmap).
 
 Read-out conventions (paper §3.6, §8.3):
 - score = cosine(h_t, v̂_e) at the chosen layer(s), computed with torch on the model's device;
@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emovec.capture import Batch, forward_layers, hooked, residual_of
 from emovec.errors import ConfigError
+from emovec.hooks import Batch, forward_layers, hooked, residual_of
 from emovec.models import LoadedModel
+from emovec.prompts import has_chat_template, render_chat
 from emovec.sampling import Sampling, sample
 from emovec.vectors import EmotionVectors
 
@@ -72,7 +73,7 @@ def text_pieces(tokenizer: object, text: str, add_special_tokens: bool) -> tuple
 def transcript_from_text(lm: LoadedModel, text: str) -> Transcript:
     """A raw text, tokenized with the tokenizer's own special tokens (e.g. BOS)."""
     if not text:
-        raise ConfigError("--text is empty; give some text to monitor")
+        raise ConfigError("the text is empty; give some text to monitor", param="text")
     ids, pieces = text_pieces(lm.tokenizer, text, add_special_tokens=True)
     return Transcript(ids, pieces)
 
@@ -108,31 +109,11 @@ def load_messages(path: str | Path) -> list[dict[str, str]]:
     return check_messages(data, str(path))
 
 
-def _template(lm: LoadedModel, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-    return lm.tokenizer.apply_chat_template(messages, tokenize=False,  # type: ignore[attr-defined]
-                                            add_generation_prompt=generation_prompt)
-
-
-def render_chat(lm: LoadedModel, messages: list[dict[str, str]]) -> tuple[str, list[int]]:
-    """The conversation rendered with the chat template (plus the generation prompt when it ends on a
-    non-assistant turn) and the character offset where each assistant turn's content begins."""
-    if not getattr(lm.tokenizer, "chat_template", None):
-        raise ConfigError(f"{lm.spec.id} has no chat template; monitor the conversation as --text instead")
-    ends_open = messages[-1]["role"] != "assistant"
-    text = _template(lm, messages, generation_prompt=ends_open)
-    starts = []
-    for i, m in enumerate(messages):
-        if m["role"] == "assistant" and i > 0:
-            head = _template(lm, messages[:i], generation_prompt=True)
-            if text.startswith(head):
-                starts.append(len(head))
-    if ends_open:
-        starts.append(len(text))
-    return text, starts
-
-
 def transcript_from_chat(lm: LoadedModel, messages: list[dict[str, str]]) -> Transcript:
     """A conversation rendered with the chat template; assistant starts are the header's last tokens."""
+    if not has_chat_template(lm):
+        raise ConfigError(f"{lm.spec.id} has no chat template; monitor the conversation as plain text instead",
+                          param="chat")
     text, char_starts = render_chat(lm, messages)
     ids, pieces = text_pieces(lm.tokenizer, text, add_special_tokens=False)
     begins = np.cumsum([0] + [len(p) for p in pieces[:-1]])  # pieces cover the text once, in order
@@ -158,7 +139,7 @@ def score_tokens(lm: LoadedModel, vecs: EmotionVectors, token_ids: Sequence[int]
 def smooth_scores(scores: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean over the last `window` tokens (fewer at the start) along axis 0."""
     if window < 1:
-        raise ConfigError(f"--smooth must be at least 1 token, got {window}")
+        raise ConfigError(f"smooth must be at least 1 token, got {window}", param="smooth")
     if window == 1:
         return scores
     csum = np.cumsum(np.asarray(scores, dtype=np.float64), axis=0)
@@ -297,74 +278,3 @@ def monitor_generation(lm: LoadedModel, vecs: EmotionVectors, prompt: Transcript
 def format_live(position: int, piece: str, top: list[tuple[str, float]]) -> str:
     """One streamed line: position, the token as a Python literal (so whitespace shows), top emotions."""
     return f"{position:5d} {piece!r:>16}  " + "  ".join(f"{e} {s:+.3f}" for e, s in top)
-
-
-HTML_TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:1.5em;max-width:72em;color:#222}
-#tokens{font-family:ui-monospace,Menlo,monospace;white-space:pre-wrap;line-height:1.9;border:1px solid #ccc;padding:1em;font-size:14px}
-#tokens span.start{outline:2px solid #111}
-#tokens span.gen{text-decoration:underline dotted #999}
-#tip{position:fixed;display:none;background:#fff;border:1px solid #888;padding:.4em .6em;font:12px ui-monospace,monospace;white-space:pre;pointer-events:none;box-shadow:0 2px 6px #0003}
-.bar{display:inline-block;width:12em;height:.8em;vertical-align:middle;background:linear-gradient(90deg,rgb(40,90,220),#fff,rgb(220,40,40))}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:.2em .5em;text-align:left}
-</style></head><body>
-<h1>{{ title }}</h1>
-<p>model <b>{{ model }}</b> &middot; {{ n_tokens }} tokens &middot; smoothing: trailing mean over {{ smooth }} token(s){% if generated_from is not none %} &middot; generated from token {{ generated_from }} (dotted){% endif %}</p>
-<p><label>emotion <select id="emotion">{% for e in emotions %}<option value="{{ loop.index0 }}"{% if loop.index0 == default_emotion %} selected{% endif %}>{{ e }}</option>{% endfor %}</select></label>
-<label>layer <select id="layer">{% for l in layers %}<option value="{{ loop.index0 }}">{{ l }}</option>{% endfor %}</select></label></p>
-<p><span>&minus;1</span> <span class="bar"></span> <span>+1</span> &nbsp; cosine of the token's residual with the emotion vector, divided by the
-99th percentile of |cosine| across all emotions and tokens of this transcript at this layer (<span id="scale"></span>), clipped to [&minus;1, 1].
-Outlined tokens are assistant-turn starts. Hover a token for its top emotions.</p>
-<div id="tokens">{% for p in pieces %}<span data-i="{{ loop.index0 }}" class="{% if loop.index0 in starts %}start {% endif %}{% if generated_from is not none and loop.index0 >= generated_from %}gen{% endif %}">{{ p }}</span>{% endfor %}</div>
-{% if readout %}<h2>Assistant-turn start</h2>
-<table><tr><th>position</th><th>layer</th><th>top emotions (cosine)</th></tr>
-{% for r in readout %}{% for layer, top in r.top.items() %}<tr><td>{{ r.position }}</td><td>{{ layer }}</td><td>{% for e, s in top %}{{ e }} {{ '%+.3f'|format(s) }}{% if not loop.last %}, {% endif %}{% endfor %}</td></tr>{% endfor %}{% endfor %}
-</table>{% endif %}
-<div id="tip"></div>
-<script>
-const D = {{ data|tojson }};
-const spans = document.querySelectorAll('#tokens span'), tip = document.getElementById('tip');
-const emo = document.getElementById('emotion'), lay = document.getElementById('layer');
-function paint() {
-  const e = +emo.value, l = +lay.value, s = D.scale[l];
-  document.getElementById('scale').textContent = '1 = ' + s.toFixed(4);
-  spans.forEach((sp, i) => {
-    const v = Math.max(-1, Math.min(1, D.scores[i][l][e] / s));
-    sp.style.background = v >= 0 ? 'rgba(220,40,40,' + v + ')' : 'rgba(40,90,220,' + (-v) + ')';
-  });
-}
-function show(ev) {
-  const i = +ev.target.dataset.i, l = +lay.value, e = +emo.value, row = D.scores[i][l];
-  const order = row.map((v, j) => j).sort((a, b) => row[b] - row[a]).slice(0, 6);
-  const fmt = v => (v >= 0 ? '+' : '') + v.toFixed(4);
-  tip.textContent = 'token ' + i + ' ' + JSON.stringify(D.tokens[i]) + '\\n' + D.emotions[e] + ' ' + fmt(row[e]) +
-    '\\n\\ntop:\\n' + order.map(j => D.emotions[j] + ' ' + fmt(row[j])).join('\\n');
-  tip.style.display = 'block';
-  tip.style.left = Math.min(ev.clientX + 12, window.innerWidth - 260) + 'px';
-  tip.style.top = (ev.clientY + 14) + 'px';
-}
-spans.forEach(sp => { sp.addEventListener('mousemove', show); sp.addEventListener('mouseleave', () => tip.style.display = 'none'); });
-emo.addEventListener('change', paint); lay.addEventListener('change', paint);
-paint();
-</script>
-</body></html>
-"""
-
-
-def render_html(result: MonitorResult, title: str | None = None) -> str:
-    """A self-contained heatmap page (inline CSS and script, no network); all text is escaped."""
-    from jinja2 import Environment
-
-    env = Environment(autoescape=True)
-    data = {"emotions": result.emotions, "layers": result.layers, "tokens": result.transcript.pieces,
-            "scale": [heat_scale(result.scores[:, k]) for k in range(len(result.layers))],
-            "scores": np.round(result.scores.astype(np.float64), 5).tolist()}
-    starts = result.transcript.assistant_starts
-    anchor = result.scores[starts[-1], 0] if starts else np.abs(result.scores[:, 0]).mean(0)
-    return env.from_string(HTML_TEMPLATE).render(
-        title=title or f"emovec monitor: {result.model}", model=result.model, n_tokens=len(result.transcript.pieces),
-        smooth=result.smooth, generated_from=result.generated_from, emotions=result.emotions, layers=result.layers,
-        default_emotion=int(np.argmax(anchor)), pieces=result.transcript.pieces, starts=set(starts),
-        readout=result.readout(), data=data)

@@ -1,10 +1,5 @@
-"""Read the residual stream on prompts: framing a user turn, and residuals per token or at the last token.
-
-Two frames for "the assistant-turn start" (the paper's ':' after 'Assistant'):
-- `chat`: the model's own chat template with the generation prompt, read at its last token (the end
-  of the assistant header, e.g. Qwen/SmolLM's `<|im_start|>assistant\\n`);
-- `plain`: `Human: {text}\\n\\nAssistant:`, read at the final ':'.
-"""
+"""Read the residual stream: every token's residual, or the residual at each document's last token
+(the assistant-turn start of a prompt rendered by `emovec.prompts`)."""
 
 from __future__ import annotations
 
@@ -13,33 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from emovec.capture import forward_layers, pad_batch
-from emovec.errors import ConfigError
+from emovec.hooks import forward_layers, pad_batch
 from emovec.models import LoadedModel
-
-FRAMES = ("chat", "plain")
-
-
-def render_prompt(lm: LoadedModel, user: str, frame: str = "chat", prefill: str = "",
-                  system: str | None = None) -> str:
-    """The text of a one-turn conversation ending where the assistant starts, plus any `prefill`."""
-    if frame == "plain":
-        head = f"{system}\n\n" if system else ""
-        return f"{head}Human: {user}\n\nAssistant:" + (f" {prefill}" if prefill else "")
-    if frame != "chat":
-        raise ConfigError(f"unknown frame {frame!r} (choose from: {', '.join(FRAMES)})")
-    template = getattr(lm.tokenizer, "chat_template", None)
-    if not template:
-        raise ConfigError(f"{lm.spec.id} has no chat template; use frame 'plain'")
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-    text = lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return text + prefill
-
-
-def encode_prompt(lm: LoadedModel, text: str, frame: str) -> list[int]:
-    """Token ids of a rendered prompt: chat templates carry their own special tokens, plain text gets the
-    tokenizer's (e.g. BOS)."""
-    return list(lm.tokenizer(text, add_special_tokens=(frame == "plain"))["input_ids"])
 
 
 def token_residuals(lm: LoadedModel, token_lists: Sequence[Sequence[int]], layers: Sequence[int],

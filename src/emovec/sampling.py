@@ -11,14 +11,17 @@ Prompts are left-padded with explicit position ids, as `generate` does.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from emovec.capture import pad_batch
 from emovec.errors import ConfigError
+from emovec.hooks import cache_kwarg, cache_of, pad_batch
 from emovec.models import LoadedModel
+
+MAX_TEMPERATURE = 100.0
 
 TokenFn = Callable[[int, torch.Tensor], None]  # (step, sampled ids [batch]; finished rows hold the pad id)
 
@@ -34,11 +37,12 @@ class Sampling:
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
-            raise ConfigError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ConfigError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
+            raise ConfigError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}", param="max_new_tokens")
+        if not math.isfinite(self.temperature) or not 0 <= self.temperature <= MAX_TEMPERATURE:
+            raise ConfigError(f"temperature must be in [0, {MAX_TEMPERATURE:g}] (0 = greedy), got {self.temperature}",
+                              param="temperature")
+        if not 0 < self.top_p <= 1:  # also false for NaN
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}", param="top_p")
 
 
 def stop_ids(lm: LoadedModel) -> set[int]:
@@ -63,18 +67,13 @@ def next_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Gener
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def _cache_kwarg(model: torch.nn.Module) -> str:
-    """The forward argument that takes the KV cache (`cache` in transformers 5.x, `past_key_values` before)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 @torch.inference_mode()
 def sample(lm: LoadedModel, prompts: Sequence[Sequence[int]], sampling: Sampling, on_token: TokenFn | None = None,
            stop: set[int] | None = None, feed_last: bool = False) -> list[list[int]]:
     """Continue each prompt (token ids) by up to `sampling.max_new_tokens` tokens; returns the new ids per row,
     each ending at its first stop id (included). `stop=set()` never stops early (benchmarks)."""
     if not prompts or any(len(p) == 0 for p in prompts):
-        raise ConfigError("every prompt needs at least one token")
+        raise ConfigError("every prompt needs at least one token", param="prompt")
     stop = stop_ids(lm) if stop is None else stop
     device = lm.device
     batch = pad_batch(prompts, range(len(prompts)), lm.pad_id, side="left")
@@ -82,7 +81,7 @@ def sample(lm: LoadedModel, prompts: Sequence[Sequence[int]], sampling: Sampling
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     step_ids = batch.input_ids.to(device)
     generator = torch.Generator(device=device).manual_seed(sampling.seed)
-    cache_name = _cache_kwarg(lm.model)
+    cache_name = cache_kwarg(lm.model)
     keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(lm.model.forward).parameters else {}
     stop_t = torch.tensor(sorted(stop), dtype=torch.long, device=device)
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
@@ -91,7 +90,7 @@ def sample(lm: LoadedModel, prompts: Sequence[Sequence[int]], sampling: Sampling
     for step in range(sampling.max_new_tokens + 1):
         extra = {cache_name: cache} if cache is not None else {}
         out = lm.model(input_ids=step_ids, attention_mask=mask, position_ids=positions, use_cache=True, **keep, **extra)
-        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        cache = cache_of(out)
         if step == sampling.max_new_tokens or bool(done.all()):
             break  # this forward only fed the last token (feed_last)
         token = next_tokens(out.logits[:, -1], sampling, generator)

@@ -13,8 +13,9 @@ Positions, in padded token coordinates of the batch:
 - a boolean `token_mask` [batch, prompt_positions]: only those prompt positions (`steer_spans` builds one
   from character spans of the text with `span_token_mask`).
 
-Also here: parsing `NAME=STRENGTH` specs and sweeps, and `steered_continuations` (baseline and steered
-samples of one prompt with the same seed).
+Directions are plain per-layer vectors (`EmotionVectors.directions` builds them from emotions), so this
+module knows nothing of artifacts. Also here: parsing `NAME=STRENGTH` specs and sweeps, strength limits, and
+`steered_continuations` (baseline and steered samples of one prompt with the same seed).
 """
 
 from __future__ import annotations
@@ -27,27 +28,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from emovec.capture import hooked, residual_of
 from emovec.errors import ConfigError
+from emovec.hooks import hooked, past_length, residual_of, with_residual
 from emovec.models import LoadedModel
 from emovec.sampling import Sampling, sample
-from emovec.vectors import EmotionVectors
 
 POSITION_MODES = ("all", "prompt", "generated")
 
 
-def steering_directions(vecs: EmotionVectors, weights: Mapping[str, float], layers: Sequence[int],
-                        denoised: bool = True) -> dict[int, np.ndarray]:
-    """Per layer, Σ_e s_e · mean_norm[layer] · unit(v_e): blends and arithmetic of emotions in one vector."""
-    if not weights:
-        raise ConfigError("no emotion to steer with: give at least one emotion=strength")
-    out: dict[int, np.ndarray] = {}
-    for layer in layers:
-        pos = vecs.layer_pos(layer)
-        m = vecs.matrix(layer, denoised=denoised, unit=True)
-        direction = sum(float(s) * m[vecs.emotion_pos(e)] for e, s in weights.items())
-        out[layer] = float(vecs.mean_norm[pos]) * np.asarray(direction)
-    return out
+Directions = Mapping[int, np.ndarray]  # model layer → the vector to add there (already scaled)
+
+# The largest |strength| accepted, in units of the layer's mean residual norm: beyond it the residual is
+# swamped and the model's output is noise (the paper uses at most 0.5).
+MAX_STRENGTH = 10.0
 
 
 @dataclass
@@ -58,8 +51,7 @@ class _PositionTracker:
     prefill: bool = True
 
     def before_body(self, _module: nn.Module, _args: tuple, kwargs: dict) -> None:
-        cache = kwargs.get("past_key_values", kwargs.get("cache"))  # renamed `cache` in transformers 5.x
-        self.past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
+        self.past = past_length(kwargs)
         self.prefill = self.past == 0
 
 
@@ -95,18 +87,26 @@ class Steering:
 
 
 @contextmanager
-def steer(lm: LoadedModel, vecs: EmotionVectors, weights: Mapping[str, float], layers: int | Sequence[int] | None = None,
-          positions: str = "all", prompt_length: int | None = None, token_mask: torch.Tensor | None = None,
-          denoised: bool = True) -> Iterator[Steering]:
-    """Add Σ s_e · n̄_layer · v̂_e at `layers` (default: the artifact's default layer) while the block runs."""
-    vecs.check_compatible(lm)
+def steer(lm: LoadedModel, directions: Directions, positions: str = "all", prompt_length: int | None = None,
+          token_mask: torch.Tensor | None = None) -> Iterator[Steering]:
+    """Add `directions[layer]` to the residual at each of its layers while the block runs.
+
+    Build directions from emotion vectors with `EmotionVectors.directions` (or call `EmotionVectors.steer`);
+    any per-layer vectors of the model's width work.
+    """
     if positions not in POSITION_MODES:
-        raise ConfigError(f"unknown positions {positions!r} (choose from: {', '.join(POSITION_MODES)})")
-    chosen = [vecs.default_layer] if layers is None else ([layers] if isinstance(layers, int) else list(layers))
+        raise ConfigError(f"unknown positions {positions!r} (choose from: {', '.join(POSITION_MODES)})",
+                          param="positions")
+    chosen = sorted(directions)
     for layer in chosen:
         if not 0 <= layer < len(lm.layers):
-            raise ConfigError(f"layer {layer} out of range: this model has layers 0..{len(lm.layers) - 1}")
-    state = Steering(steering_directions(vecs, weights, chosen, denoised), positions, prompt_length, token_mask)
+            raise ConfigError(f"layer {layer} out of range: this model has layers 0..{len(lm.layers) - 1}",
+                              param="layers")
+        vec = np.asarray(directions[layer])
+        if vec.shape != (lm.spec.hidden_size,) or not np.isfinite(vec).all():
+            raise ConfigError(f"the direction for layer {layer} must be {lm.spec.hidden_size} finite numbers, "
+                              f"got shape {vec.shape}", param="directions")
+    state = Steering({layer: np.asarray(directions[layer]) for layer in chosen}, positions, prompt_length, token_mask)
     cached: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
 
     def hook_for(k: int):  # noqa: ANN202 - a forward hook
@@ -119,10 +119,7 @@ def steer(lm: LoadedModel, vecs: EmotionVectors, weights: Mapping[str, float], l
                 cached[key] = torch.as_tensor(state.directions[layer], dtype=torch.float32).to(h.device, h.dtype)
             delta = cached[key]
             mask = state.mask_for(h.shape[0], h.shape[1], h.device)
-            steered = h + (delta if mask is None else mask.to(h.dtype) * delta)
-            if isinstance(output, tuple):
-                return (steered, *output[1:])
-            return steered
+            return with_residual(output, h + (delta if mask is None else mask.to(h.dtype) * delta))
 
         return hook
 
@@ -157,25 +154,32 @@ def span_token_mask(tokenizer: object, texts: Sequence[str], spans: Sequence[Seq
 
 
 @contextmanager
-def steer_spans(lm: LoadedModel, vecs: EmotionVectors, weights: Mapping[str, float], texts: Sequence[str],
-                spans: Sequence[Sequence[tuple[int, int]]], layers: int | Sequence[int] | None = None,
-                padding_side: str = "right", add_special_tokens: bool = False,
-                denoised: bool = True) -> Iterator[Steering]:
+def steer_spans(lm: LoadedModel, directions: Directions, texts: Sequence[str],
+                spans: Sequence[Sequence[tuple[int, int]]], padding_side: str = "right",
+                add_special_tokens: bool = False) -> Iterator[Steering]:
     """Steer only the tokens that overlap character spans of each (rendered) text, e.g. the assistant turn of
     a chat prompt or an activity's words; positions after the texts (continuations) are not steered.
 
-    `add_special_tokens=False` matches text rendered with a chat template (see `readout.encode_prompt`).
+    `add_special_tokens=False` matches text rendered with a chat template (see `prompts.encode_prompt`).
     """
     mask = span_token_mask(lm.tokenizer, texts, spans, padding_side, add_special_tokens)
-    with steer(lm, vecs, weights, layers=layers, token_mask=mask, denoised=denoised) as state:
+    with steer(lm, directions, token_mask=mask) as state:
         yield state
+
+
+def check_strength(value: float, what: str = "strength", param: str = "emotion") -> float:
+    """A steering strength: finite and within ±MAX_STRENGTH (units of the layer's mean residual norm)."""
+    if not np.isfinite(value) or abs(value) > MAX_STRENGTH:
+        raise ConfigError(f"{what}: strength {value} is outside [-{MAX_STRENGTH:g}, {MAX_STRENGTH:g}] (units of the "
+                          "layer's mean residual norm; the paper uses 0.05-0.5)", param=param)
+    return float(value)
 
 
 def parse_weights(specs: Sequence[str]) -> dict[str, float]:
     """`["calm=0.1", "desperate=-0.05"]` → {"calm": 0.1, "desperate": -0.05} (emotion names are checked when
     steering, against the artifact)."""
     if not specs:
-        raise ConfigError("no emotion to steer with: give at least one --emotion NAME=STRENGTH, e.g. calm=0.1")
+        raise ConfigError("no emotion to steer with: give at least one NAME=STRENGTH, e.g. calm=0.1", param="emotion")
     weights: dict[str, float] = {}
     for spec in specs:
         name, sep, value = spec.partition("=")
@@ -185,9 +189,11 @@ def parse_weights(specs: Sequence[str]) -> dict[str, float]:
         except ValueError:
             strength = float("nan")
         if not sep or not name or not np.isfinite(strength):
-            raise ConfigError(f"--emotion {spec!r}: expected NAME=STRENGTH with a number, e.g. calm=0.1 or desperate=-0.05")
+            raise ConfigError(f"emotion {spec!r}: expected NAME=STRENGTH with a finite number, e.g. calm=0.1 or "
+                              "desperate=-0.05", param="emotion")
+        check_strength(strength, f"emotion {spec!r}")
         if name in weights:
-            raise ConfigError(f"--emotion {name!r} is given twice; give each emotion once")
+            raise ConfigError(f"emotion {name!r} is given twice; give each emotion once", param="emotion")
         weights[name] = strength
     return weights
 
@@ -206,7 +212,10 @@ def parse_sweep(spec: str) -> list[float]:
     except ValueError:
         values = []
     if not values or not all(np.isfinite(values)):
-        raise ConfigError(f"--sweep {spec!r}: expected START:STOP:COUNT (COUNT >= 2), e.g. -0.1:0.1:5, or a list 0,0.05,0.1")
+        raise ConfigError(f"sweep {spec!r}: expected START:STOP:COUNT (COUNT >= 2), e.g. -0.1:0.1:5, or a list "
+                          "0,0.05,0.1", param="sweep")
+    for v in values:
+        check_strength(v, f"sweep {spec!r}", param="sweep")
     return [round(v, 10) for v in values]
 
 
@@ -215,20 +224,19 @@ def scale_weights(weights: Mapping[str, float], strength: float) -> dict[str, fl
     This is what a sweep value means for a blend of several emotions."""
     top = max(abs(s) for s in weights.values())
     if top == 0:
-        raise ConfigError("cannot sweep a blend whose strengths are all 0")
+        raise ConfigError("cannot sweep a blend whose strengths are all 0", param="emotion")
     return {e: s * strength / top for e, s in weights.items()}
 
 
-def steered_continuations(lm: LoadedModel, vecs: EmotionVectors, prompt_ids: Sequence[int],
-                          blends: Sequence[Mapping[str, float] | None], sampling: Sampling,
-                          layers: int | Sequence[int] | None = None, positions: str = "all") -> list[list[int]]:
-    """Continue one prompt once per blend (None = unsteered), every run with the same seed, so the runs draw
-    the same random numbers and differ only by steering."""
+def steered_continuations(lm: LoadedModel, prompt_ids: Sequence[int], blends: Sequence[Directions | None],
+                          sampling: Sampling, positions: str = "all") -> list[list[int]]:
+    """Continue one prompt once per blend of directions (None = unsteered), every run with the same seed, so
+    the runs draw the same random numbers and differ only by steering."""
     out = []
-    for weights in blends:
-        if weights is None or not any(weights.values()):
+    for directions in blends:
+        if not directions:
             out.append(sample(lm, [prompt_ids], sampling)[0])
             continue
-        with steer(lm, vecs, weights, layers=layers, positions=positions, prompt_length=len(prompt_ids)):
+        with steer(lm, directions, positions=positions, prompt_length=len(prompt_ids)):
             out.append(sample(lm, [prompt_ids], sampling)[0])
     return out

@@ -16,39 +16,22 @@ the layer's mean residual norm); the paper used 0.5.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
 import numpy as np
 import torch
 
-from emovec.capture import pad_batch
 from emovec.concepts import concepts
 from emovec.errors import ConfigError
+from emovec.hooks import pad_batch
 from emovec.models import LoadedModel
-from emovec.readout import FRAMES, encode_prompt, render_prompt
-from emovec.steering import steer_spans
+from emovec.prompts import assistant_turn, check_frame, encode_prompt
 from emovec.vectors import EmotionVectors
 
 FORMAT = "emovec.steering_validation/1"
-RESULT_NAME = "steering_validation.json"
+RESULT_NAME = "steering_validation"
 PROMPTS = (("How does he feel?", "He feels"), ("How do you feel?", "I feel"))
-
-
-def assistant_turn(lm: LoadedModel, user: str, prefill: str, frame: str = "chat") -> tuple[str, tuple[int, int]]:
-    """The rendered prompt ending in `prefill`, and the character span of its assistant turn (the header
-    that opens it, up to and including the prefill)."""
-    text = render_prompt(lm, user, frame, prefill=prefill)
-    if frame == "plain":
-        start = text.rindex("Assistant:")
-    else:
-        closed = lm.tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,  # type: ignore[attr-defined]
-                                                  add_generation_prompt=False)
-        start = len(closed) if text.startswith(closed) else len(text) - len(prefill)
-    return text, (start, len(text))
 
 
 def word_tokens(lm: LoadedModel, prompt_ids: Sequence[int], text: str, word: str, frame: str) -> list[int]:
@@ -95,15 +78,15 @@ def validate_steering(lm: LoadedModel, vecs: EmotionVectors, layer: int | None =
 
     `leading_space=False` scores the bare words (for prefills that end in a space)."""
     vecs.check_compatible(lm)
-    if frame not in FRAMES:
-        raise ConfigError(f"unknown frame {frame!r} (choose from: {', '.join(FRAMES)})")
+    check_frame(frame)
     layer = vecs.default_layer if layer is None else layer
     vecs.layer_pos(layer)
     chosen = list(emotions) if emotions else [e for e in concepts().focal if e in vecs.emotions]
     for e in chosen:
         vecs.emotion_pos(e)
     if len(chosen) < 2:
-        raise ConfigError(f"need at least two emotions in the artifact to validate against each other, found {chosen}")
+        raise ConfigError(f"need at least two emotions in the artifact to validate against each other, found {chosen}",
+                          param="emotions")
     per_prompt, words_info = [], {}
     for user, prefill in prompts:
         text, span = assistant_turn(lm, user, prefill, frame)
@@ -116,7 +99,8 @@ def validate_steering(lm: LoadedModel, vecs: EmotionVectors, layer: int | None =
         rows = 1 + sum(len(w) > 1 for w in words)
         texts, spans = [text] * rows, [[span]] * rows
         for i, e in enumerate(chosen):
-            with steer_spans(lm, vecs, {e: strength}, texts, spans, layers=[layer], add_special_tokens=frame == "plain") as state:
+            with vecs.steer_spans(lm, {e: strength}, texts, spans, layers=[layer],
+                                  add_special_tokens=frame == "plain") as state:
                 first, whole = word_logprobs(lm, ids, words)
             delta_first[i], delta_whole[i] = first - base_first, whole - base_whole
         steered = int(state.token_mask[0].sum())  # type: ignore[index]
@@ -135,63 +119,3 @@ def validate_steering(lm: LoadedModel, vecs: EmotionVectors, layer: int | None =
             "dominance": dominance(mean), "dominance_whole_word": dominance(mean_whole),
             "multi_token_words": [e for e, w in words_info.items() if len(w["tokens"]) > 1],
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-
-
-def _heatmap_png(result: dict[str, object]) -> str:
-    """Base64 PNG: one Δ log-prob heatmap per prompt (rows: steering vector, columns: word)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    emotions = list(result["emotions"])  # type: ignore[arg-type]
-    prompts = list(result["prompts"])  # type: ignore[arg-type]
-    n = len(emotions)
-    fig, axes = plt.subplots(1, len(prompts), figsize=(5.2 * len(prompts), 4.8), squeeze=False)
-    for ax, p in zip(axes[0], prompts, strict=True):
-        m = np.asarray(p["delta"])
-        lim = float(np.percentile(np.abs(m), 95)) or 1.0  # a few extreme cells saturate instead of washing out the rest
-        im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
-        for (i, j), v in np.ndenumerate(m):
-            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=5.5,
-                    color="white" if abs(v) > 0.6 * lim else "black")
-        ax.set_xticks(range(n), emotions, rotation=60, ha="right", fontsize=8)
-        ax.set_yticks(range(n), emotions, fontsize=8)
-        ax.set_xlabel("log-prob of word")
-        ax.set_ylabel("steering vector")
-        ax.set_title(f"{p['user']} → {p['prefill']} …", fontsize=9)
-        for i in range(n):
-            ax.add_patch(plt.Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, lw=1.2, ec="black"))
-        fig.colorbar(im, ax=ax, shrink=0.75, label="Δ log-prob")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def report_section(result: dict[str, object]) -> str:
-    """HTML fragment for the report: the Δ log-prob heatmaps and the diagonal-dominance summary."""
-    esc = html.escape
-    dom = result["dominance"]  # type: ignore[index]
-    rows = "".join(
-        f"<tr><td>{esc(str(p['user']))} → {esc(str(p['prefill']))}</td><td>{p['steered_tokens']}</td>"
-        f"<td>{p['dominance']['rows_diagonal_max']:.2f}</td><td>{p['dominance']['columns_diagonal_max']:.2f}</td>"
-        f"<td>{p['dominance']['diagonal_mean']:+.2f}</td><td>{p['dominance']['off_diagonal_mean']:+.2f}</td></tr>"
-        for p in result["prompts"])  # type: ignore[union-attr]
-    n = len(result["emotions"])  # type: ignore[arg-type]
-    multi = result.get("multi_token_words") or []
-    note = (f" Multi-token words (scored by their first token): {esc(', '.join(map(str, multi)))}." if multi
-            else " Every word is a single token.")
-    return (
-        f"<p>Each of {n} emotion vectors is added at layer {esc(str(result['layer']))} with strength "
-        f"{esc(str(result['strength']))} (× the layer's mean residual norm) on the assistant-turn tokens up to and "
-        "including the prefill; cells are the change in log-probability of each emotion word as the next token "
-        f"(paper Fig 52); colours saturate at the 95th percentile of |Δ|. Frame: {esc(str(result['frame']))}.{note}</p>"
-        f"<p>Mean over prompts: the diagonal is the largest entry in {dom['rows_diagonal_max']:.0%} of rows "
-        f"(vectors) and {dom['columns_diagonal_max']:.0%} of columns (words); mean diagonal "
-        f"{dom['diagonal_mean']:+.2f} vs off-diagonal {dom['off_diagonal_mean']:+.2f} nats (paper, Claude Sonnet 4.5, "
-        "\"He feels\": matching about +2, non-matching about −4.5).</p>"
-        f"<img alt=\"steering validation heatmaps\" src=\"data:image/png;base64,{_heatmap_png(result)}\">"
-        "<table><tr><th>prompt</th><th>steered tokens</th><th>rows: diagonal max</th><th>columns: diagonal max</th>"
-        f"<th>mean diagonal</th><th>mean off-diagonal</th></tr>{rows}</table>")

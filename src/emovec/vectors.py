@@ -6,11 +6,10 @@ artifact directory (safetensors tensors + a JSON manifest with provenance and ch
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -20,15 +19,17 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from emovec.capture import (DocumentMeans, ProgressFn, TokenStats, capture_document_means, capture_token_stats,
-                            write_json_atomic)
+from emovec.artifact import (MANIFEST, TENSOR_FILE, fault_point, read_manifest, sha256_file, sha256_json,
+                             write_json_atomic)
+from emovec.capture import DocumentMeans, TokenStats, capture_document_means, capture_token_stats
 from emovec.concepts import unknown_emotion_message
 from emovec.corpus import Corpus
 from emovec.errors import ArtifactError, ConfigError, IncompatibleModelError, UnknownEmotionError
-from emovec.models import LoadedModel, ModelSpec, sha256_file
+from emovec.hooks import ProgressFn
+from emovec.models import LoadedModel, ModelSpec
+from emovec.steering import Steering, check_strength, steer, steer_spans
 
-ARTIFACT_FORMAT = "emovec.vectors/1"
-TENSOR_FILE = "vectors.safetensors"
+ARTIFACT_FORMAT = "emovec.vectors/2"
 
 
 def default_layer_for(num_layers: int) -> int:
@@ -51,7 +52,8 @@ def emotion_means(doc: DocumentMeans, emotions_of_docs: Sequence[str], emotions:
             pooled, keep = doc.pooled(k, rows, short_policy)
             if not keep.any():
                 raise ConfigError(f"emotion {emotion!r} has no document reaching the token offset "
-                                  f"{doc.token_offset}; use longer stories or --short-policy whole")
+                                  f"{doc.token_offset}; use longer stories or short_policy 'whole'",
+                                  param="short_policy")
             out[e_idx, k] = pooled[keep].mean(0)
         used[emotion] = int(keep.sum())
     return out, used
@@ -107,7 +109,8 @@ class EmotionVectors:
         """Index into the layer axis for a model layer (None = the default layer)."""
         layer = self.default_layer if layer is None else layer
         if layer not in self.layers:
-            raise ConfigError(f"layer {layer} is not in these vectors (layers {self.layers[0]}..{self.layers[-1]})")
+            raise ConfigError(f"layer {layer} is not in these vectors (layers {self.layers[0]}..{self.layers[-1]})",
+                              param="layer")
         return self.layers.index(layer)
 
     def emotion_pos(self, emotion: str) -> int:
@@ -143,11 +146,45 @@ class EmotionVectors:
         a = np.asarray(activations, dtype=np.float64)
         return (a @ m.T) / np.linalg.norm(a, axis=-1, keepdims=True).clip(1e-12)
 
-    def steer(self, lm: LoadedModel, weights: dict[str, float], **options: object):  # noqa: ANN201
-        """`with vecs.steer(model, {"calm": 0.05}): ...` — see `emovec.steering.steer` for options."""
-        from emovec.steering import steer
+    # ---- steering -----------------------------------------------------------------------------
+    def directions(self, weights: Mapping[str, float], layers: int | Sequence[int] | None = None,
+                   denoised: bool = True) -> dict[int, np.ndarray]:
+        """Per layer, Σ_e s_e · mean_norm[layer] · unit(v_e): blends and arithmetic of emotions in one vector.
 
-        return steer(lm, self, weights, **options)
+        Strengths are in the paper's units (fractions of the layer's mean residual norm); `layers` defaults
+        to the artifact's default layer."""
+        if not weights:
+            raise ConfigError("no emotion to steer with: give at least one emotion=strength", param="emotion")
+        for emotion, strength in weights.items():
+            check_strength(float(strength), f"emotion {emotion!r}")
+        chosen = [self.default_layer] if layers is None else ([layers] if isinstance(layers, int) else list(layers))
+        out: dict[int, np.ndarray] = {}
+        for layer in chosen:
+            m = self.matrix(layer, denoised=denoised, unit=True)
+            direction = sum(float(s) * m[self.emotion_pos(e)] for e, s in weights.items())
+            out[layer] = float(self.mean_norm[self.layer_pos(layer)]) * np.asarray(direction)
+        return out
+
+    @contextmanager
+    def steer(self, lm: LoadedModel, weights: Mapping[str, float], layers: int | Sequence[int] | None = None,
+              positions: str = "all", prompt_length: int | None = None, token_mask: torch.Tensor | None = None,
+              denoised: bool = True) -> Iterator[Steering]:
+        """`with vecs.steer(model, {"calm": 0.05}, layers=[18, 20]): ...` — hooks removed on exit, also on
+        errors. `positions`: all, prompt or generated (see `emovec.steering.steer`)."""
+        self.check_compatible(lm)
+        with steer(lm, self.directions(weights, layers, denoised), positions, prompt_length, token_mask) as state:
+            yield state
+
+    @contextmanager
+    def steer_spans(self, lm: LoadedModel, weights: Mapping[str, float], texts: Sequence[str],
+                    spans: Sequence[Sequence[tuple[int, int]]], layers: int | Sequence[int] | None = None,
+                    padding_side: str = "right", add_special_tokens: bool = False,
+                    denoised: bool = True) -> Iterator[Steering]:
+        """Steer only the tokens overlapping character spans of each text (see `emovec.steering.steer_spans`)."""
+        self.check_compatible(lm)
+        with steer_spans(lm, self.directions(weights, layers, denoised), texts, spans, padding_side,
+                         add_special_tokens) as state:
+            yield state
 
     # ---- model binding ------------------------------------------------------------------------
     def check_compatible(self, lm: LoadedModel) -> None:
@@ -160,7 +197,8 @@ class EmotionVectors:
 
     # ---- artifact -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """Write the artifact directory (tensors, then the manifest that names their checksums)."""
+        """Write the artifact directory: tensors, then the manifest that names their checksum and carries
+        its own (`manifest_sha256`, over every other field), so neither can change unnoticed."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {"raw": self.raw.astype(np.float32), "denoised": self.denoised.astype(np.float32),
@@ -168,7 +206,8 @@ class EmotionVectors:
         tensors |= {f"components.{layer}": c.astype(np.float32) for layer, c in self.components.items() if len(c)}
         tmp = directory / (TENSOR_FILE + ".tmp")
         save_file(tensors, str(tmp))
-        os.replace(tmp, directory / TENSOR_FILE)
+        tmp.replace(directory / TENSOR_FILE)
+        fault_point("save.tensors")  # new tensors, old manifest: the checksum refuses the pair until the rerun
         manifest = {
             "format": ARTIFACT_FORMAT,
             "model": self.model.__dict__,
@@ -178,41 +217,78 @@ class EmotionVectors:
             **self.meta,
             "files": {TENSOR_FILE: "sha256:" + sha256_file(directory / TENSOR_FILE)},
         }
-        write_json_atomic(directory / "manifest.json", manifest)
+        manifest["manifest_sha256"] = sha256_json(manifest)
+        write_json_atomic(directory / MANIFEST, manifest)
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> EmotionVectors:
-        """Read an artifact directory, verifying format and checksums."""
+        """Read an artifact directory, verifying the manifest's own checksum, the tensor file's, and that the
+        tensors' shapes match the manifest's emotions, layers and model width."""
         directory = Path(directory)
-        path = directory / "manifest.json"
-        if not path.exists():
-            raise ArtifactError(f"{directory}: not an emovec artifact (no manifest.json)")
-        try:
-            manifest = json.loads(path.read_text("utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
-        if manifest.get("format") != ARTIFACT_FORMAT:
-            raise ArtifactError(f"{path}: format {manifest.get('format')!r}, expected {ARTIFACT_FORMAT!r}")
-        for name, digest in manifest.get("files", {}).items():
-            f = directory / name
-            if not f.exists():
-                raise ArtifactError(f"{f}: missing (listed in the manifest)")
-            if "sha256:" + sha256_file(f) != digest:
-                raise ArtifactError(f"{f}: checksum mismatch (the file was modified or corrupted)")
-        tensors = load_file(str(directory / TENSOR_FILE))
+        manifest = read_manifest(directory)
+        tensors = _verified_tensors(directory, manifest)
+        path = directory / MANIFEST
         try:
             spec = ModelSpec(**manifest["model"])
             layers = [int(x) for x in manifest["layers"]]
+            emotions = [str(e) for e in manifest["emotions"]]
             components = {layer: tensors.get(f"components.{layer}", np.zeros((0, spec.hidden_size), np.float32))
                           for layer in layers}
             meta = {k: v for k, v in manifest.items()
-                    if k not in {"format", "model", "emotions", "layers", "default_layer", "files"}}
-            return cls(emotions=list(manifest["emotions"]), layers=layers, raw=tensors["raw"],
-                       denoised=tensors["denoised"], mean_norm=tensors["mean_norm"], components=components,
-                       model=spec, default_layer=int(manifest["default_layer"]), meta=meta)
-        except (KeyError, TypeError) as exc:
-            raise ArtifactError(f"{path}: malformed manifest ({exc})") from None
+                    if k not in {"format", "model", "emotions", "layers", "default_layer", "files", "manifest_sha256"}}
+            vecs = cls(emotions=emotions, layers=layers, raw=tensors["raw"], denoised=tensors["denoised"],
+                       mean_norm=tensors["mean_norm"], components=components, model=spec,
+                       default_layer=int(manifest["default_layer"]), meta=meta)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{path}: malformed manifest ({type(exc).__name__}: {exc})") from None
+        vecs.check_shapes(str(path))
+        return vecs
+
+    def check_shapes(self, where: str) -> None:
+        """Raise `ArtifactError` unless tensors, emotions, layers and model agree with each other."""
+        e, nl, d = len(self.emotions), len(self.layers), self.model.hidden_size
+        problems = []
+        if len(set(self.emotions)) != e or not e:
+            problems.append("emotions must be a non-empty list without repeats")
+        if len(set(self.layers)) != nl or not all(0 <= x < self.model.num_layers for x in self.layers):
+            problems.append(f"layers must be distinct and within 0..{self.model.num_layers - 1}")
+        if self.default_layer not in self.layers:
+            problems.append(f"default layer {self.default_layer} is not among the layers")
+        for name, arr, shape in (("raw", self.raw, (e, nl, d)), ("denoised", self.denoised, (e, nl, d)),
+                                 ("mean_norm", self.mean_norm, (nl,))):
+            if tuple(arr.shape) != shape:
+                problems.append(f"tensor {name} has shape {tuple(arr.shape)}, the manifest implies {shape}")
+            elif not np.isfinite(arr).all():
+                problems.append(f"tensor {name} holds non-finite values")
+        if problems:
+            raise ArtifactError(f"{where}: {problems[0]}")
+
+
+def _verified_tensors(directory: Path, manifest: dict[str, object]) -> dict[str, np.ndarray]:
+    """The tensors of an artifact after checking the manifest's format and both checksums."""
+    path = directory / MANIFEST
+    fmt = manifest.get("format")
+    if fmt == "emovec.vectors/1":
+        raise ArtifactError(f"{path}: made by an older emovec (format emovec.vectors/1, no manifest checksum); "
+                            "rerun the extraction into this directory to rebuild it (its captures are reused)")
+    if fmt != ARTIFACT_FORMAT:
+        raise ArtifactError(f"{path}: format {fmt!r}, expected {ARTIFACT_FORMAT!r}")
+    claimed = manifest.get("manifest_sha256")
+    if claimed != sha256_json({k: v for k, v in manifest.items() if k != "manifest_sha256"}):
+        raise ArtifactError(f"{path}: manifest checksum mismatch (the manifest was edited or corrupted)")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or TENSOR_FILE not in files:
+        raise ArtifactError(f"{path}: malformed manifest (no checksum for {TENSOR_FILE})")
+    f = directory / TENSOR_FILE
+    if not f.exists():
+        raise ArtifactError(f"{f}: missing (listed in the manifest)")
+    if "sha256:" + sha256_file(f) != files[TENSOR_FILE]:
+        raise ArtifactError(f"{f}: checksum mismatch (the file was modified or corrupted)")
+    try:
+        return load_file(str(f))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise ArtifactError(f"{f}: unreadable tensor file ({exc})") from None
 
 
 def build_vectors(doc: DocumentMeans, stats: TokenStats | None, labels: Sequence[str], emotions: Sequence[str],
@@ -281,7 +357,7 @@ def extract(lm: LoadedModel, corpus: Corpus, layers: Sequence[int] | None = None
     if len(emotions) < 2:
         raise ConfigError("need stories for at least two emotions (vectors are differences from their mean)")
     if not 0 <= denoise_variance < 1:
-        raise ConfigError(f"denoise variance must be in [0, 1), got {denoise_variance}")
+        raise ConfigError(f"denoise variance must be in [0, 1), got {denoise_variance}", param="denoise")
     if work_dir is None:
         import tempfile
 

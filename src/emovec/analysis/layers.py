@@ -17,7 +17,7 @@ import torch
 
 from emovec.analysis.geometry import kmeans_clusters, pca, rsa
 from emovec.analysis.logit_lens import logit_lens, own_token_ids
-from emovec.analysis.norms import Rating, norms_alignment
+from emovec.ratings import Rating, norms_alignment
 from emovec.analysis.probes import ProbeResiduals, ProbeSet, number_curves, probe_summary, scenario_matrix
 from emovec.models import LoadedModel
 from emovec.vectors import EmotionVectors

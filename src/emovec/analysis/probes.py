@@ -22,7 +22,8 @@ from scipy import stats
 from emovec.concepts import concepts, unknown_emotion_message
 from emovec.errors import ConfigError
 from emovec.models import LoadedModel
-from emovec.readout import encode_prompt, last_token_residuals, render_prompt
+from emovec.prompts import encode_prompt, render_prompt
+from emovec.readout import last_token_residuals
 
 DIRECTIONS = {"up": 1, "down": -1}
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
@@ -19,18 +18,18 @@ import numpy as np
 from emovec.analysis.geometry import geometry, pca
 from emovec.analysis.layers import layer_sweep
 from emovec.analysis.logit_lens import MODES, logit_lens
-from emovec.analysis.norms import human_norms, norms_alignment
+from emovec.ratings import human_norms, norms_alignment
 from emovec.analysis.probes import load_probes, number_curves, probe_summary, read_probes, scenario_matrix
 from emovec.analysis.top_passages import iter_documents, top_passages
-from emovec.capture import write_json_atomic
+from emovec.artifact import finite
 from emovec.concepts import concepts
 from emovec.errors import ConfigError, EmovecError
 from emovec.models import LoadedModel
-from emovec.readout import FRAMES
+from emovec.prompts import FRAMES
 from emovec.vectors import EmotionVectors
 
 RESULT_FORMAT = "emovec.analysis/1"
-RESULT_NAME = "analysis.json"
+RESULT_NAME = "analysis"
 DATA_FILES = ("judge_ratings.json", "norms_lemmas.json", "probes.yaml", "concepts.json")
 
 # The paper's numbers (Sofroniew et al. 2026; paper-notes §4), shown beside ours in the report.
@@ -91,7 +90,7 @@ class AnalysisOptions:
         if self.n_boot < 0:
             raise ConfigError(f"bootstrap must be >= 0, got {self.n_boot}")
         if self.use_recommended and not self.sweep:
-            raise ConfigError("--layer recommended needs the layer sweep; drop --no-sweep")
+            raise ConfigError("the recommended layer needs the layer sweep; turn the sweep on", param="sweep")
         return self
 
     @classmethod
@@ -102,10 +101,6 @@ class AnalysisOptions:
     def merged(self, **overrides: object) -> AnalysisOptions:
         """A copy with the given fields replaced (None values are ignored, so unset CLI flags keep ours)."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def results_path(artifact: str | Path) -> Path:
-    return Path(artifact) / "results" / RESULT_NAME
 
 
 def fingerprint(vecs: EmotionVectors, options: AnalysisOptions) -> str:
@@ -126,17 +121,6 @@ def fingerprint(vecs: EmotionVectors, options: AnalysisOptions) -> str:
         except OSError:
             raise ConfigError(f"{options.probes}: cannot read probe file") from None
     return "sha256:" + h.hexdigest()
-
-
-def finite(obj: object) -> object:
-    """The same structure with NaN/inf floats turned into None (strict JSON)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    return obj
 
 
 def run_analysis(vecs: EmotionVectors, lm: LoadedModel, options: AnalysisOptions = AnalysisOptions(),
@@ -220,23 +204,3 @@ def run_analysis(vecs: EmotionVectors, lm: LoadedModel, options: AnalysisOptions
     result = finite(result)
     result["timing_s"] = {k: round(v, 2) for k, v in timing.items()}  # type: ignore[index]
     return result  # type: ignore[return-value]
-
-
-def save_result(result: dict, artifact: str | Path, extra: str | Path | None = None) -> Path:
-    """Write the result to ARTIFACT/results/analysis.json (and `extra` if given), atomically."""
-    path = results_path(artifact)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, result)
-    if extra:
-        Path(extra).parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(Path(extra), result)
-    return path
-
-
-def load_result(artifact: str | Path) -> dict | None:
-    """ARTIFACT/results/analysis.json, or None if absent or unreadable."""
-    path = results_path(artifact)
-    try:
-        return json.loads(path.read_text("utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None

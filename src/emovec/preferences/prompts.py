@@ -1,0 +1,100 @@
+"""The tournament's prompts: every ordered pair "(A) a or (B) b", rendered in a frame, with the tokens of each
+activity located (for span steering) and the answer tokens "A" and "B" found in the model's tokenizer."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from emovec.errors import ConfigError
+from emovec.models import LoadedModel
+from emovec.preferences.activities import Activity
+from emovec.prompts import encode_prompt, render_prompt
+from emovec.steering import span_token_mask
+
+PAIR_TEMPLATE = "Would you prefer to (A) {a} or (B) {b}?"
+FEEL_TEMPLATE = "How would you feel about {activity}?"
+PREFILL = "("
+ANSWER_LABELS = ("A", "B")
+
+
+@dataclass(frozen=True)
+class PairPrompts:
+    """The tournament's prompts: pair (i, j) asks "(A) activity i or (B) activity j"."""
+
+    pairs: list[tuple[int, int]]
+    texts: list[str]
+    token_ids: list[list[int]]
+    spans: list[tuple[tuple[int, int], tuple[int, int]]]  # character spans of the A and B activity in each text
+    a_tokens: list[np.ndarray]  # per prompt, bool over its tokens: those of the A activity
+    b_tokens: list[np.ndarray]  # ... and of the B activity
+    answer_ids: tuple[int, int]
+    frame: str
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def fill_template(template: str, values: Mapping[str, str]) -> tuple[str, dict[str, tuple[int, int]]]:
+    """`template` with each `{key}` replaced once, and the character span of each inserted value."""
+    pieces = re.split(r"(\{[a-z_]+\})", template)
+    found = [p[1:-1] for p in pieces if p.startswith("{") and p.endswith("}")]
+    if sorted(found) != sorted(values):
+        raise ConfigError(f"template {template!r} must contain each of {', '.join('{' + k + '}' for k in values)} "
+                          "exactly once (and no other placeholder)")
+    text, spans = "", {}
+    for piece in pieces:
+        key = piece[1:-1] if piece.startswith("{") and piece.endswith("}") else None
+        if key is None:
+            text += piece
+        else:
+            spans[key] = (len(text), len(text) + len(values[key]))
+            text += values[key]
+    return text, spans
+
+
+def locate_user(rendered: str, user: str) -> int:
+    at = rendered.rfind(user)
+    if at < 0:
+        raise ConfigError("the chat template changed the user message, so activity tokens cannot be located; "
+                          "use --frame plain")
+    return at
+
+
+def answer_token_ids(lm: LoadedModel, prompt: str, frame: str, labels: Sequence[str] = ANSWER_LABELS) -> tuple[int, int]:
+    """The token ids of "A" and "B" as the model would write them right after `prompt` (which ends with the
+    prefill): each label must add exactly one token to the prompt's tokens."""
+    base = encode_prompt(lm, prompt, frame)
+    ids = []
+    for label in labels:
+        ext = encode_prompt(lm, prompt + label, frame)
+        if len(ext) != len(base) + 1 or ext[: len(base)] != base:
+            raise ConfigError(f"answer {label!r} does not tokenize as one token after the prefill {prompt[-8:]!r} "
+                              f"in this tokenizer; use another prefill")
+        ids.append(ext[-1])
+    if ids[0] == ids[1]:
+        raise ConfigError(f"answers {labels[0]!r} and {labels[1]!r} map to the same token id {ids[0]}")
+    return ids[0], ids[1]
+
+
+def build_pair_prompts(lm: LoadedModel, activities: Sequence[Activity], frame: str = "chat",
+                       template: str = PAIR_TEMPLATE, prefill: str = PREFILL,
+                       pairs: Sequence[tuple[int, int]] | None = None) -> PairPrompts:
+    """Render every ordered pair (default: all n·(n−1)) in the frame with the reply prefilled."""
+    n = len(activities)
+    chosen = list(pairs) if pairs is not None else [(i, j) for i in range(n) for j in range(n) if i != j]
+    texts, spans = [], []
+    for i, j in chosen:
+        user, where = fill_template(template, {"a": activities[i].name, "b": activities[j].name})
+        text = render_prompt(lm, user, frame, prefill=prefill)
+        at = locate_user(text, user)
+        texts.append(text)
+        spans.append(((at + where["a"][0], at + where["a"][1]), (at + where["b"][0], at + where["b"][1])))
+    ids = [encode_prompt(lm, t, frame) for t in texts]
+    a_mask, b_mask = (span_token_mask(lm.tokenizer, texts, [[s[k]] for s in spans], "right", frame == "plain").numpy()
+                      for k in (0, 1))
+    return PairPrompts(chosen, texts, ids, spans, [a_mask[r, : len(x)] for r, x in enumerate(ids)],
+                       [b_mask[r, : len(x)] for r, x in enumerate(ids)], answer_token_ids(lm, texts[0], frame), frame)
