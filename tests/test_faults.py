@@ -192,7 +192,7 @@ def test_overwrite_needs_force_and_old_results_turn_stale(env, tmp_path) -> None
     refused = extract_cli(env, out, "--emotions", "calm,happy")
     assert refused.returncode == 2 and "already holds an artifact" in refused.stderr
     assert (out / "manifest.json").read_bytes() == manifest
-    forced = extract_cli(env, out, "--emotions", "calm,happy", "--force")
+    forced = extract_cli(env, out, "--emotions", "calm,happy", "--force", "--restart")  # new corpus: new capture
     assert forced.returncode == 0, forced.stderr
     report = subprocess.run([*CLI, "report", str(out), "-o", str(tmp_path / "r.html")], capture_output=True, text=True)
     assert report.returncode == 0 and "Validation and geometry: stale" in report.stdout

@@ -10,23 +10,21 @@ import hashlib
 import json
 import re
 import statistics
-import zlib
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 
 from emovec.concepts import concepts, unknown_emotion_message
 from emovec.corpus import Dialogue, Story, load_neutral, load_stories
+from emovec.corpus_stats import balance, near_duplicate_pairs, normalize, style_confounds
 from emovec.errors import ConfigError, CorpusError
 
 WORD_RE = re.compile(r"\w+(?:['’]\w+)*")
 SUFFIXES = ("s", "ly", "ness", "er", "est", "ed", "ing")
 MAX_EXCHANGES = 6
-MERSENNE = (1 << 31) - 1
 
 
 def default_synonyms_path() -> Path:
@@ -157,64 +155,6 @@ def dialogue_layout_problem(text: str) -> str | None:
     return None
 
 
-def normalize(text: str) -> str:
-    """Lower-cased words joined by single spaces: the key for exact duplicates."""
-    return " ".join(WORD_RE.findall(text.lower()))
-
-
-def shingles(text: str, n: int = 4) -> frozenset[str]:
-    """Word n-grams of `text` (lower-cased); a text shorter than n words is one shingle."""
-    words = WORD_RE.findall(text.lower())
-    if len(words) < n:
-        return frozenset([" ".join(words)]) if words else frozenset()
-    return frozenset(" ".join(words[i:i + n]) for i in range(len(words) - n + 1))
-
-
-def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
-
-
-def _bands(threshold: float, num_perm: int) -> int:
-    """Rows per LSH band: the most rows whose detection threshold (1/b)^(1/r) stays below 0.8 × threshold."""
-    rows = 1
-    for r in range(1, num_perm + 1):
-        if (1 / (num_perm // r)) ** (1 / r) <= 0.8 * threshold:
-            rows = r
-    return rows
-
-
-def near_duplicate_pairs(texts: Sequence[str], threshold: float = 0.5, num_perm: int = 128,
-                         seed: int = 0) -> list[tuple[int, int, float]]:
-    """Pairs (i, j, Jaccard) of texts whose word 4-gram Jaccard is at least `threshold` but which are not
-    exact duplicates. MinHash with LSH banding proposes candidates; the exact Jaccard decides."""
-    if not 0 < threshold <= 1:
-        raise ConfigError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
-    sets = [shingles(t) for t in texts]
-    rng = np.random.default_rng(seed)
-    a = rng.integers(1, MERSENNE, size=num_perm, dtype=np.uint64)
-    b = rng.integers(0, MERSENNE, size=num_perm, dtype=np.uint64)
-    sigs = np.full((len(texts), num_perm), MERSENNE, dtype=np.uint64)
-    for i, s in enumerate(sets):
-        if s:
-            x = np.fromiter((zlib.crc32(g.encode("utf-8")) % MERSENNE for g in s), dtype=np.uint64, count=len(s))
-            sigs[i] = ((x[:, None] * a[None, :] + b) % MERSENNE).min(axis=0)
-    rows = _bands(threshold, num_perm)
-    candidates: set[tuple[int, int]] = set()
-    for start in range(0, num_perm - rows + 1, rows):
-        buckets: dict[bytes, list[int]] = defaultdict(list)
-        for i in range(len(texts)):
-            if sets[i]:
-                buckets[sigs[i, start:start + rows].tobytes()].append(i)
-        for members in buckets.values():
-            candidates.update((p, q) for k, p in enumerate(members) for q in members[k + 1:])
-    keys = [normalize(t) for t in texts]
-    pairs = []
-    for i, j in sorted(candidates):
-        if keys[i] != keys[j] and (sim := jaccard(sets[i], sets[j])) >= threshold:
-            pairs.append((i, j, sim))
-    return pairs
-
-
 @dataclass(frozen=True)
 class Spread:
     """Minimum, median and maximum of a list of numbers."""
@@ -257,6 +197,8 @@ class CorpusReport:
     neutral_words: Spread | None
     emotions_without_synonyms: tuple[str, ...]
     violations: tuple[Violation, ...] = field(default_factory=tuple)
+    balance: dict[str, object] | None = None
+    style: dict[str, object] | None = None
 
     @property
     def passed(self) -> bool:
@@ -409,8 +351,20 @@ def neutral_violations(dialogues: Sequence[Located], lexicon: Lexicon) -> list[V
     return out
 
 
+def person_violations(bal: dict[str, object] | None) -> list[Violation]:
+    """The paper mixes first- and third-person narration: an emotion with 6 or more stories needs at least a
+    third of them in each person."""
+    out = []
+    for emotion, row in ((bal or {}).get("per_emotion") or {}).items():  # type: ignore[union-attr]
+        n = row["stories"]
+        if n >= 6 and min(row["first"], row["third"]) * 3 < n:
+            out.append(Violation("person-balance", emotion, "-", f"{row['first']} first-person, {row['third']} "
+                                 "third-person stories (need at least a third of each)"))
+    return out
+
+
 def check_corpus(paths: Sequence[str | Path], tokenizer: str | object = "smollm2-135m", min_tokens: int = 60,
-                 near_dup: float = 0.5, synonyms: Path | None = None) -> CorpusReport:
+                 near_dup: float = 0.5, synonyms: Path | None = None, style: bool = True) -> CorpusReport:
     """Check story and neutral files (or directories of them) against the corpus rules.
 
     `tokenizer` is a model name as `load_model` takes it (only its tokenizer is loaded) or a tokenizer object.
@@ -434,6 +388,10 @@ def check_corpus(paths: Sequence[str | Path], tokenizer: str | object = "smollm2
                   *long_violations(stories, story_lengths, MAX_TOKENS), *long_violations(neutral, neutral_lengths, MAX_TOKENS),
                   *_duplicates(stories, near_dup), *neutral_violations(neutral, lexicon), *_duplicate_ids(neutral),
                   *_duplicates(neutral, near_dup)]
+    story_records = [s.record for s in stories]
+    bal = balance([r.emotion for r in story_records], [r.topic for r in story_records],  # type: ignore[union-attr]
+                  [r.text for r in story_records]) if stories else None
+    violations += person_violations(bal)
     per_emotion = Counter(s.record.emotion for s in stories)  # type: ignore[union-attr]
     order = [e for e in concepts().emotions if e in per_emotion]
     files = dict.fromkeys(loc.where.rsplit(":", 1)[0] for loc in [*stories, *neutral])
@@ -445,4 +403,6 @@ def check_corpus(paths: Sequence[str | Path], tokenizer: str | object = "smollm2
         story_tokens=Spread.of(story_lengths), story_words=Spread.of([len(s.record.text.split()) for s in stories]),
         neutral_tokens=Spread.of(neutral_lengths), neutral_words=Spread.of([len(d.record.text.split()) for d in neutral]),
         emotions_without_synonyms=tuple(e for e in order if e not in synonym_lists),
-        violations=tuple(violations))
+        violations=tuple(violations), balance=bal,
+        style=style_confounds([r.emotion for r in story_records], [r.text for r in story_records])  # type: ignore[union-attr]
+        if style else None)

@@ -140,9 +140,10 @@ def blend_label(weights: dict[str, float]) -> str:
 
 
 def progress_bar(*columns: object) -> Progress:
-    """A rich progress bar on stderr whose task labels are printed literally."""
+    """A rich progress bar on stderr whose task labels are printed literally; it vanishes when done (the
+    command prints its own summary), so an error stays the only line on stderr."""
     return Progress(TextColumn("{task.description}", markup=False, style="bold"), BarColumn(), MofNCompleteColumn(),
-                    *columns, TimeElapsedColumn(), console=console)
+                    *columns, TimeElapsedColumn(), console=console, transient=True)
 
 
 class TokenProgress:

@@ -48,6 +48,19 @@ def print_corpus_report(report: CorpusReport, max_rows: int = 50) -> None:
     if r.emotions_without_synonyms:
         out.print(f"note: no synonym list for {', '.join(r.emotions_without_synonyms)}; only inflections checked",
                   highlight=False)
+    if r.balance:
+        rows = r.balance["per_emotion"].values()
+        share = min(min(x["first"], x["third"]) / x["stories"] for x in rows)
+        out.print(f"balance: narration person, smaller share per emotion at least {share:.0%}; distinct topics per "
+                  f"emotion {min(x['topics'] for x in rows)}-{max(x['topics'] for x in rows)}; topic use overall "
+                  f"{r.balance['topic_use']}")
+    if r.style:
+        st = r.style
+        top = max(st["features"], key=lambda k: st["features"][k]["epsilon2"])
+        flag = "warning: " if st["p"] < 0.01 else ""
+        out.print(f"{flag}style: surface features alone tell the paper's clusters apart with accuracy {st['accuracy']:.3f} "
+                  f"(shuffled labels: {st['null_mean']:.3f}, max {st['null_max']:.3f}; p = {st['p']:.3f}); largest "
+                  f"effect {top} (ε² {st['features'][top]['epsilon2']:.3f})", soft_wrap=True)
     if r.violations:
         vt = Table(title=f"violations (story minimum {r.min_tokens} tokens, near duplicate at Jaccard {r.near_dup:g})")
         for name in ("kind", "where", "id", "detail"):
