@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/emovec extract --model smollm2-135m --out $(OUT) --force
+	$(VENV)/bin/emovec extract --model smollm2-135m --out $(OUT) --per-emotion 15 --force
 	$(VENV)/bin/emovec analyze $(OUT) --model smollm2-135m
 	$(VENV)/bin/emovec report $(OUT) -o $(OUT)/report.html
 

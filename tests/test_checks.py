@@ -15,7 +15,7 @@ from emovec.checks import (Lexicon, check_corpus, default_synonyms_path, dialogu
                            jaccard, load_synonyms, near_duplicate_pairs, shingles, whole_words)
 from emovec.cli import main
 from emovec.concepts import concepts
-from emovec.corpus import builtin_dir
+from emovec.corpus import builtin_dir, load_corpus
 from emovec.errors import ConfigError, CorpusError
 from tests.builders import byte_tokenizer
 
@@ -219,6 +219,22 @@ def test_cli_exit_codes(planted: Path, synonyms_file: Path, tmp_path: Path, caps
 def test_builtin_corpus_passes() -> None:
     report = check_corpus([builtin_dir()])
     assert report.passed, "\n".join(f"{v.where}: {v.kind} {v.id}: {v.detail}" for v in report.violations[:20])
-    assert report.stories >= 1710 and report.neutral >= 300
-    assert set(report.per_emotion) == set(concepts().emotions) and min(report.per_emotion.values()) >= 10
+    assert report.stories == 5130 and report.neutral == 300
+    assert set(report.per_emotion) == set(concepts().emotions) and min(report.per_emotion.values()) == 30
     assert report.emotions_without_synonyms == ()
+    rows = report.balance["per_emotion"].values()
+    assert all(r["topics"] == 30 and r["repeated_topics"] == 0 for r in rows)  # no topic twice for an emotion
+    assert min(min(r["first"], r["third"]) for r in rows) * 3 >= 30  # person balance (also a violation rule)
+    assert report.balance["topic_use"][1] - report.balance["topic_use"][0] <= 2  # topics used evenly overall
+    assert report.style is not None and set(report.style["features"]) >= {"words", "exclamations"}
+
+
+def test_builtin_heldout_split() -> None:
+    from collections import Counter
+
+    from emovec.corpus import load_stories
+
+    heldout = load_stories([builtin_dir()], split="heldout")
+    train = load_corpus()
+    assert Counter(s.emotion for s in heldout) == Counter({e: 2 for e in concepts().emotions})
+    assert min(train.counts().values()) == 28 and not {s.id for s in heldout} & {s.id for s in train.stories}

@@ -266,7 +266,7 @@ def _located(path: Path, records: Sequence[Story | Dialogue]) -> list[Located]:
 def read_located(paths: Sequence[str | Path]) -> tuple[list[Located], list[Located]]:
     """Validated stories and dialogues with their locations."""
     story_files, neutral_files = corpus_files(paths)
-    stories = [loc for f in story_files for loc in _located(f, load_stories([f]))]
+    stories = [loc for f in story_files for loc in _located(f, load_stories([f], split=None))]
     neutral = [loc for f in neutral_files if f.read_text("utf-8").strip() for loc in _located(f, load_neutral([f]))]
     return stories, neutral
 
