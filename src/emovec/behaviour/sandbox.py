@@ -278,14 +278,7 @@ class Sandbox:
                 proc = subprocess.Popen(self._command(directory, entry, args), cwd=directory, env=env,
                                         stdin=subprocess.DEVNULL, stdout=so, stderr=se, start_new_session=True,
                                         preexec_fn=preexec)
-                timed_out = False
-                try:
-                    proc.wait(timeout=self.limits.wall_s)
-                except subprocess.TimeoutExpired:
-                    timed_out = True
-                finally:
-                    _kill_group(proc.pid)
-                    proc.wait()
+                timed_out, status, cpu = _wait(proc, self.limits.wall_s)
             duration = time.monotonic() - start
             stdout = (out_dir / "stdout").read_bytes()[:OUTPUT_LIMIT * 4].decode("utf-8", "replace")[:OUTPUT_LIMIT]
             stderr = (out_dir / "stderr").read_bytes()[:OUTPUT_LIMIT * 4].decode("utf-8", "replace")[:OUTPUT_LIMIT]
@@ -310,20 +303,56 @@ class Sandbox:
                 p = directory / name
                 if p.is_file():
                     kept[name] = p.read_bytes()[:OUTPUT_LIMIT].decode("utf-8", "replace")
-            rc = proc.returncode
-            sig = None
-            if rc is not None and rc < 0:
-                sig = signal.Signals(-rc).name
-            elif rc is not None and rc >= 128 and self.namespaces:  # unshare reports the child's signal as 128+n
-                try:
-                    sig = signal.Signals(rc - 128).name
-                except ValueError:
-                    sig = None
+            rc, sig = _exit_of(status)
+            if self.namespaces and sig is None and rc not in (0, None) and "unshare: sigprocmask" in stderr:
+                # unshare could not re-raise its child's fatal signal; the CPU time used tells a CPU kill apart
+                sig = "SIGXCPU" if cpu >= self.limits.cpu_s - 0.05 else "SIGKILL"
             return SandboxResult(rc, stdout, stderr, timed_out, sig, duration, blocked, changed, created, kept,
                                  self.enforcement())
         finally:
             shutil.rmtree(work, ignore_errors=True)
             shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _wait(proc: subprocess.Popen, wall_s: float) -> tuple[bool, int, float]:
+    """Wait for the child up to `wall_s`, then kill its process group; returns (timed out, wait status, CPU
+    seconds used by the child and the descendants it waited for)."""
+    deadline = time.monotonic() + wall_s
+    timed_out = False
+    try:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                timed_out = True
+                _kill_group(proc.pid)
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.01)
+    finally:
+        _kill_group(proc.pid)
+        _await_empty_group(proc.pid)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return timed_out, status, usage.ru_utime + usage.ru_stime
+
+
+def _exit_of(status: int) -> tuple[int, str | None]:
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        return code, signal.Signals(-code).name
+    return code, None
+
+
+def _await_empty_group(pgid: int, timeout: float = 5.0) -> None:
+    """Wait until every process of the sandbox's session is gone (killed children take a moment to exit)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.02)
 
 
 def _kill_group(pid: int) -> None:
