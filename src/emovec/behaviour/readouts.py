@@ -78,7 +78,8 @@ class Reader:
         """z-scores of each emotion on each token of the given [start, end) spans, and each span's mean."""
         z = self.ref.z(engine.token_scores(self.lm, self.vecs, token_ids, self.ref.emotions, self.ref.layer,
                                            self.scorer))
-        out: dict[str, object] = {"layer": self.ref.layer, "spans": [list(s) for s in spans]}
+        out: dict[str, object] = {"layer": self.ref.layer, "spans": [list(s) for s in spans],
+                                  "pieces": [[engine.decode(self.lm, [t]) for t in token_ids[a:b]] for a, b in spans]}
         for k, e in enumerate(self.ref.emotions):
             out[e] = {"tokens": [np.round(z[a:b, k], 3).tolist() for a, b in spans],
                       "mean": [round(float(z[a:b, k].mean()), 4) if b > a else None for a, b in spans]}
