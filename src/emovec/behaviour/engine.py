@@ -145,3 +145,16 @@ def neutral_conversations(limit: int) -> list[list[dict[str, str]]]:
         if turns:
             out.append(turns)
     return out
+
+
+def synthetic_vectors(lm: LoadedModel, emotions: Sequence[str], seed: int = 0) -> EmotionVectors:
+    """Random unit directions for `emotions` bound to `lm` (mean norm 1 per layer): for speed benchmarks and
+    tests, where the direction does not matter."""
+    from emovec.models import ModelSpec  # noqa: F401  (kept with the other internals)
+
+    rng = np.random.default_rng(seed)
+    n, d = lm.spec.num_layers, lm.spec.hidden_size
+    raw = rng.normal(size=(len(emotions), n, d)).astype(np.float32)
+    return EmotionVectors(emotions=list(emotions), layers=list(range(n)), raw=raw, denoised=raw.copy(),
+                          mean_norm=np.ones(n), components={i: np.zeros((0, d)) for i in range(n)},
+                          model=lm.spec, default_layer=(2 * n) // 3)
