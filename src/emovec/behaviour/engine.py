@@ -150,8 +150,6 @@ def neutral_conversations(limit: int) -> list[list[dict[str, str]]]:
 def synthetic_vectors(lm: LoadedModel, emotions: Sequence[str], seed: int = 0) -> EmotionVectors:
     """Random unit directions for `emotions` bound to `lm` (mean norm 1 per layer): for speed benchmarks and
     tests, where the direction does not matter."""
-    from emovec.models import ModelSpec  # noqa: F401  (kept with the other internals)
-
     rng = np.random.default_rng(seed)
     n, d = lm.spec.num_layers, lm.spec.hidden_size
     raw = rng.normal(size=(len(emotions), n, d)).astype(np.float32)
