@@ -29,10 +29,17 @@ def vecs(smollm):
 
 
 def test_local_judge_reads_yes_no(smollm) -> None:
+    """P(yes) equals the yes/no share of a plain forward's next-token distribution, batched or not (no claim
+    that a 135M model judges well: its measured accuracy is reported beside every rate)."""
     judge = LocalJudge(smollm)
-    p = judge.p_yes(["Is Paris the capital of France? Answer yes or no.",
-                     "Is the Moon made of cheese? Answer yes or no."])
-    assert all(0.0 <= x <= 1.0 for x in p) and p[0] > p[1]
+    prompts = ["Is Paris the capital of France? Answer yes or no.", "Is the Moon made of cheese? Answer yes or no."]
+    p = judge.p_yes(prompts)
+    for prompt, got in zip(prompts, p):
+        ids = torch.tensor([engine.encode_chat(smollm, [{"role": "user", "content": prompt}])])
+        with torch.no_grad():
+            probs = torch.softmax(smollm.model(input_ids=ids).logits[0, -1].float(), -1)
+        y, n = probs[judge.yes].sum(), probs[judge.no].sum()
+        assert got == pytest.approx(float(y / (y + n)), abs=1e-4)
 
 
 def test_three_evals_on_smollm(smollm, vecs, tmp_path: Path) -> None:
