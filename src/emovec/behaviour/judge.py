@@ -129,8 +129,8 @@ def make_judge(spec: str | None, lm: engine.LoadedModel | None, model: str | Non
         return None
     if spec == "local":
         if lm is None:
-            raise JudgeError("--judge local needs a loaded model")
+            raise JudgeError("a local judge needs a loaded model")
         return LocalJudge(lm)
     if spec.startswith(("http://", "https://")):
         return EndpointJudge(spec, model or "default", api_key_env)
-    raise JudgeError(f"--judge {spec!r}: expected 'local' or an http(s):// URL of an OpenAI-compatible endpoint")
+    raise JudgeError(f"judge {spec!r}: expected 'local' or an http(s):// URL of an OpenAI-compatible endpoint")

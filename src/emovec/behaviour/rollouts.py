@@ -48,16 +48,16 @@ def parse_steer(spec: str) -> Condition:
     except ValueError:
         sep = ""
     if not sep or not name.strip():
-        raise ConfigError(f"--steer {spec!r}: expected EMOTION:STRENGTH, e.g. desperate:0.05")
+        raise ConfigError(f"steering condition {spec!r}: expected EMOTION:STRENGTH, e.g. desperate:0.05")
     return Condition(name.strip(), strength)
 
 
 def conditions_for(steer: Sequence[str] = (), sweep: Sequence[str] = (), strengths: Sequence[float] = ()) -> list[Condition]:
-    """The baseline, every `--steer`, and every sweep emotion × strength (strength 0 is the baseline, once)."""
+    """The baseline, every single condition, and every sweep emotion × strength (strength 0 is the baseline, once)."""
     out = [Condition()]
     out += [parse_steer(s) for s in steer]
     if sweep and not strengths:
-        raise ConfigError("--sweep needs --strengths, e.g. --strengths -0.1,-0.05,0,0.05,0.1")
+        raise ConfigError("a sweep over emotions needs strengths, e.g. -0.1,-0.05,0,0.05,0.1")
     out += [Condition(e, float(s)) for e in sweep for s in strengths]
     seen: dict[str, Condition] = {}
     for c in out:

@@ -62,7 +62,7 @@ class BehaveConfig:
         if self.eval not in EVALS:
             raise ConfigError(f"unknown eval {self.eval!r} (choose from: {', '.join(EVALS)})")
         if self.samples < 1 or self.batch_size < 1 or self.attempts < 1:
-            raise ConfigError("--samples, --batch-size and --attempts must be at least 1")
+            raise ConfigError("samples, batch size and attempts must each be at least 1")
 
     def tokens(self) -> int:
         return self.max_new_tokens or DEFAULT_TOKENS[self.eval]
@@ -125,7 +125,7 @@ def run_behave(lm: engine.LoadedModel, vecs: engine.EmotionVectors | None, confi
                               out / "reference.json")
         reader = Reader(lm, vecs, ref)
     if config.eval == "sycophancy" and judge is None:
-        raise ConfigError("the sycophancy eval grades replies with a judge: pass --judge local or a URL")
+        raise ConfigError("the sycophancy eval grades replies with a judge: give a judge (local, or the URL of an OpenAI-compatible endpoint)")
     ctx = evals.Context(lm, vecs, config.layers, config.tokens(), config.temperature, config.attempts, reader,
                         sandbox or Sandbox(), judge, {t.id: t for t in load_tasks()})
     variants = {v.id: v for v in scenarios.blackmail_variants()}
