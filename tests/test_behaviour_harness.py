@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_llama, random_vectors
+from tests.builders import make_llama, random_vectors
 from emovec.behaviour import engine, evals
-from emovec.behaviour.report_section import report_section
+from emovec.report.behaviour import report_section
 from emovec.behaviour.rollouts import Condition, RolloutStore, conditions_for, parse_steer
 from emovec.behaviour.runner import BehaveConfig, plan, run_behave
 from emovec.behaviour.sandbox import Limits, Sandbox

@@ -60,16 +60,12 @@ def test_three_evals_on_smollm(smollm, vecs, tmp_path: Path) -> None:
 
 def test_cli_behave(smollm, tmp_path: Path, monkeypatch) -> None:
     typer_testing = pytest.importorskip("typer.testing")
-    import typer
-
-    from emovec.behaviour import cli_behave
+    from emovec.cli import app
 
     art = tmp_path / "art"
     v = engine.synthetic_vectors(smollm, ["desperate", "calm"])
     v.save(art)
-    app = typer.Typer()
-    app.command()(cli_behave.behave)
-    res = typer_testing.CliRunner().invoke(app, [str(art), "--eval", "blackmail", "--steer", "desperate:0.05",
+    res = typer_testing.CliRunner().invoke(app, ["behave", str(art), "--eval", "blackmail", "--steer", "desperate:0.05",
                                                  "--samples", "1", "--items", "replacement", "--max-new-tokens", "8",
                                                  "--no-grader-accuracy", "--json", str(tmp_path / "o.json")])
     assert res.exit_code == 0, res.output

@@ -22,13 +22,12 @@ from contextlib import ExitStack, contextmanager
 import numpy as np
 import torch
 
-from emovec.capture import pad_batch
+from emovec.hooks import pad_batch
 from emovec.corpus import load_corpus
 from emovec.errors import ConfigError
 from emovec.models import LoadedModel, load_model
 from emovec.monitor import EmotionScorer, score_tokens
 from emovec.sampling import Sampling, sample, stop_ids
-from emovec.steering import steer
 from emovec.vectors import EmotionVectors
 
 __all__ = ["LoadedModel", "EmotionVectors", "Sampling", "load_model", "load_vectors", "render", "encode_chat",
@@ -86,8 +85,8 @@ def _steered_rows(lm: LoadedModel, vecs: EmotionVectors | None, conditions: Sequ
         for key, rows in groups.items():
             mask = torch.zeros(len(conditions), width, dtype=torch.bool)
             mask[rows] = True
-            stack.enter_context(steer(lm, vecs, dict(key), layers=list(layers) if layers else None,  # type: ignore[arg-type]
-                                      token_mask=mask))
+            stack.enter_context(vecs.steer(lm, dict(key), layers=list(layers) if layers else None,  # type: ignore[union-attr]
+                                           token_mask=mask))
         yield
 
 

@@ -21,6 +21,7 @@ from markupsafe import Markup
 
 from emovec.artifact import load_result, read_manifest, results_dir
 from emovec.report.analysis import analysis_section
+from emovec.report.behaviour import behaviour_section
 from emovec.report.page import environment, inline_script, write_page
 from emovec.report.preferences import preferences_section
 from emovec.report.steering import steering_section
@@ -44,6 +45,11 @@ SECTIONS: tuple[Section, ...] = (
     Section("analysis", "Validation and geometry", analysis_section, "emovec analyze ARTIFACT"),
     Section("steering_validation", "Steering validation", steering_section, "emovec validate-steering ARTIFACT"),
     Section("preferences", "Preferences", preferences_section, "emovec preferences ARTIFACT"),
+    Section("behaviour_reward_hacking", "Behaviour: reward hacking", behaviour_section,
+            "emovec behave ARTIFACT --eval reward-hacking"),
+    Section("behaviour_blackmail", "Behaviour: blackmail", behaviour_section, "emovec behave ARTIFACT --eval blackmail"),
+    Section("behaviour_sycophancy", "Behaviour: sycophancy", behaviour_section,
+            "emovec behave ARTIFACT --eval sycophancy"),
 )
 
 

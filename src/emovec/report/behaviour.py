@@ -111,3 +111,8 @@ def report_section(result: dict, records: Sequence[dict] = (), token_pieces: dic
             out.append(_transcript(rec, emotion, (token_pieces or {}).get(rec["key"])))
     out.append("</section>")
     return "\n".join(out)
+
+
+def behaviour_section(result: dict) -> str:
+    """The report's renderer for `results/behaviour_<eval>.json` (rates, curves and the kept transcripts)."""
+    return report_section(result, result.get("transcripts") or ())

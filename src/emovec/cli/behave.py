@@ -1,25 +1,23 @@
-"""`emovec behave`: the command-line face of the behaviour evals (wired into the main CLI by the lead as
-`app.command("behave")(behave)`; runnable alone as `python -m emovec.behaviour.cli_behave`).
-
-The one module of the behaviour package that imports typer and rich.
-"""
+"""`emovec behave`: behaviour evals under steering (reward hacking, blackmail, sycophancy; paper §6)."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from emovec.errors import ConfigError, EmovecError
+from emovec.artifact import save_result
+from emovec.behaviour import engine
+from emovec.behaviour.judge import make_judge
+from emovec.behaviour.rollouts import RolloutStore, conditions_for
+from emovec.behaviour.runner import BehaveConfig, run_behave
+from emovec.cli.common import out, progress_bar
+from emovec.errors import ConfigError
 
-console = Console(stderr=True)
-out = Console()
+TRANSCRIPTS = 12  # rollouts kept in the results file for the report's transcript viewer
+
 
 
 def _floats(spec: str | None, flag: str) -> list[float]:
@@ -103,11 +101,6 @@ def behave(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
 ) -> None:
     """Behaviour evals under steering (paper §6): reward hacking on impossible code, blackmail, sycophancy."""
-    from emovec.behaviour import engine
-    from emovec.behaviour.judge import make_judge
-    from emovec.behaviour.rollouts import conditions_for
-    from emovec.behaviour.runner import BehaveConfig, run_behave
-
     if sweep and steer:
         raise ConfigError("give either --steer or --sweep, not both")
     conditions = conditions_for(steer or [], _names(sweep), _floats(strengths, "--strengths"))
@@ -119,26 +112,12 @@ def behave(
                           questions=questions, grader_accuracy=grader_accuracy)
     the_judge = make_judge(judge or ("local" if eval_name == "sycophancy" else None), lm, judge_model, judge_key_env)
     target = out_dir or artifact / "results" / f"behaviour-{eval_name}"
-    with Progress(TextColumn("[bold]rollouts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("rollouts", total=None)
         result = run_behave(lm, vecs, config, target, the_judge,
                             progress=lambda done, total: bar.update(task, completed=done, total=total))
     print_result(result)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=1), "utf-8")
-
-
-def main() -> None:
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(behave)
-    try:
-        app()
-    except EmovecError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()
+    records = RolloutStore(Path(target) / "rollouts.jsonl").all()
+    path = save_result(artifact, f"behaviour_{eval_name.replace('-', '_')}",
+                       {**result, "transcripts": records[:TRANSCRIPTS]}, json_out)
+    out.print(f"wrote {path} (all rollouts: {Path(target) / 'rollouts.jsonl'})")
