@@ -19,7 +19,7 @@ LAYERS = {
     "method": ["vectors", "steering", "monitor", "export", "chat", "steering_validation", "analysis", "preferences",
                "generate", "writers", "evaluate", "controls", "behaviour", "speakers", "shift", "run", "compare",
                "distributed"],
-    "faces": ["report", "cli", "serve"],
+    "faces": ["report", "cli", "serve", "__main__"],
 }
 ORDER = list(LAYERS)
 FACE_LIBRARIES = {"typer": "cli", "rich": "cli", "click": "cli", "jinja2": "report", "markupsafe": "report",

@@ -29,8 +29,10 @@ RESULTS_DIR = "results"
 
 def fault_point(name: str) -> None:
     """A named step boundary where a test may kill this process (`EMOVEC_KILL_AT=name`, SIGKILL: no cleanup
-    runs) to prove nothing is lost or garbled there; a no-op otherwise."""
-    if os.environ.get("EMOVEC_KILL_AT") == name:
+    runs) to prove nothing is lost or garbled there; a no-op otherwise. `EMOVEC_KILL_RANK=r` limits it to
+    the process whose RANK (set by torchrun) is r."""
+    rank = os.environ.get("EMOVEC_KILL_RANK")
+    if os.environ.get("EMOVEC_KILL_AT") == name and rank in (None, os.environ.get("RANK", "0")):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -21,21 +21,24 @@ import hashlib
 import json
 import os
 from collections import deque
+import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from emovec.artifact import fault_point, write_json_atomic
+from emovec.artifact import fault_point, write_bytes_atomic, write_json_atomic
 from emovec.errors import ConfigError
 from emovec.hooks import Batch, ProgressFn, check_layers, forward_layers, length_sorted_batches, tokenize_documents
 from emovec.models import LoadedModel
 
 CAPTURE_FORMAT = "emovec.capture/1"
+STORAGE = {"float32": np.float32, "float16": np.float16}  # on-disk dtypes of document means
 
 
 def documents_fingerprint(ids: Sequence[str], texts: Sequence[str]) -> str:
@@ -46,44 +49,75 @@ def documents_fingerprint(ids: Sequence[str], texts: Sequence[str]) -> str:
     return "sha256:" + h.hexdigest()
 
 
+class Group(Protocol):
+    """The processes sharing one capture: this one's rank, how many there are, and a barrier."""
+
+    rank: int
+    world: int
+
+    def barrier(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Solo:
+    """A capture run by one process (no barrier needed)."""
+
+    rank: int = 0
+    world: int = 1
+    barrier = staticmethod(lambda: None)
+
+
 class _ShardedRun:
-    """The resumable loop shared by both passes: fixed batches grouped into shards; after each shard the
-    caller's state is flushed and the shard is marked done in `capture.json` (atomically), so an
-    interrupted run resumes at the first unfinished shard and produces identical bytes."""
+    """The resumable loop shared by both passes: fixed batches grouped into shards. `capture.json` holds
+    the run's identity; each finished shard gets its own marker file under `done/` (written atomically
+    after the shard's data is durable), so an interrupted run resumes at its unfinished shards, with any
+    number of processes, and produces identical bytes. Rank 0 checks or writes the identity."""
 
-    def __init__(self, run_dir: Path, identity: dict[str, object], n_shards: int) -> None:
+    def __init__(self, run_dir: Path, identity: dict[str, object], n_shards: int, group: Group) -> None:
         self.path = run_dir / "capture.json"
-        self.identity = identity
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.done: list[int] = []
-        if self.path.exists():
-            try:
-                saved = json.loads(self.path.read_text("utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                saved = None
-            if not isinstance(saved, dict):
-                raise ConfigError(f"{self.path}: damaged capture state; restart the capture to discard it",
-                                  param="restart")
-            saved_identity = {k: saved.get(k) for k in identity}
-            if saved_identity != json.loads(json.dumps(identity)):
-                diff = next(k for k in identity if saved_identity[k] != json.loads(json.dumps(identity[k])))
-                raise ConfigError(f"{run_dir}: holds a capture with a different {diff}; "
-                                  "use another work directory, or restart to discard it", param="restart")
-            self.done = list(saved.get("done", []))
-        self.n_shards = n_shards
-        self.fresh = not self.done
+        self.marks = run_dir / "done"
+        self.identity, self.n_shards, self.group = {**identity, "n_shards": n_shards}, n_shards, group
+        if group.rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                self._check()
+            else:  # a new run: no marks left from an older one count
+                shutil.rmtree(self.marks, ignore_errors=True)
+                write_json_atomic(self.path, self.identity)
+            self.marks.mkdir(exist_ok=True)
+        self.done = self.read_done() if group.rank == 0 else []
+        self.fresh = not self.done  # (rank 0 only) nothing to keep: files may be created anew
 
-    def adopt(self, done: Sequence[int]) -> None:
-        """Take `done` as the finished shards (from a state file written atomically with its data)."""
-        self.done = sorted(set(int(x) for x in done))
+    def _check(self) -> None:
+        try:
+            saved = json.loads(self.path.read_text("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            saved = None
+        if not isinstance(saved, dict):
+            raise ConfigError(f"{self.path}: damaged capture state; restart the capture to discard it", param="restart")
+        expected = json.loads(json.dumps(self.identity))
+        diff = next((k for k in expected if saved.get(k) != expected[k]), None)
+        if diff is not None:
+            raise ConfigError(f"{self.path.parent}: holds a capture with a different {diff}; "
+                              "use another work directory, or restart to discard it", param="restart")
 
-    def pending(self) -> list[int]:
-        return [s for s in range(self.n_shards) if s not in set(self.done)]
+    def read_done(self) -> list[int]:
+        return sorted(int(f.name) for f in self.marks.iterdir() if f.name.isdigit() and int(f.name) < self.n_shards)
+
+    def start(self) -> list[int]:
+        """Agree on the finished shards (every rank reads them between two barriers) and return this rank's
+        share of the rest: a deterministic, disjoint round-robin slice."""
+        self.group.barrier()
+        if self.group.rank != 0:
+            self._check()
+            self.done = self.read_done()
+        self.group.barrier()
+        pending = [s for s in range(self.n_shards) if s not in set(self.done)]
+        return pending[self.group.rank::self.group.world]
 
     def mark(self, shard: int) -> None:
+        write_bytes_atomic(self.marks / f"{shard:06d}", b"")
         self.done.append(shard)
-        write_json_atomic(self.path, {**self.identity, "n_shards": self.n_shards, "done": sorted(self.done),
-                                      "complete": len(self.done) == self.n_shards})
 
 
 @dataclass
@@ -98,7 +132,7 @@ class _Plan:
 
 
 def _plan(lm: LoadedModel, kind: str, ids: Sequence[str], texts: Sequence[str], run_dir: Path,
-          layers: Sequence[int] | None, batch_size: int, shard_batches: int, max_tokens: int,
+          layers: Sequence[int] | None, batch_size: int, shard_batches: int, max_tokens: int, group: Group,
           **settings: object) -> _Plan:
     """Tokenize, batch and open (or resume) the run record of a capture pass; `settings` join its identity."""
     chosen = check_layers(lm, layers)
@@ -107,7 +141,7 @@ def _plan(lm: LoadedModel, kind: str, ids: Sequence[str], texts: Sequence[str], 
     identity = {"format": CAPTURE_FORMAT, "kind": kind, "model": lm.spec.__dict__,
                 "documents": documents_fingerprint(ids, texts), "n_documents": len(ids), "layers": chosen,
                 "batch_size": batch_size, "shard_batches": shard_batches, "max_tokens": max_tokens, **settings}
-    run = _ShardedRun(run_dir, identity, max(1, -(-len(batches) // shard_batches)))
+    run = _ShardedRun(run_dir, identity, max(1, -(-len(batches) // shard_batches)), group)
     return _Plan(run, chosen, tokens, batches, truncated)
 
 
@@ -159,12 +193,22 @@ class _HostWriter:
             self.pool.shutdown(wait=True)
 
 
-def projected_bytes(n_documents: int, n_neutral: int, n_layers: int, hidden: int) -> int:
-    """Disk a capture will take: per-document head and tail means (float32) and norm sums, plus the neutral
-    pass's float64 moments (sum and the hidden × hidden second moment per layer)."""
-    stories = n_documents * n_layers * (2 * hidden * 4 + 8)
-    neutral = n_layers * (hidden * hidden + hidden + 1) * 8 if n_neutral else 0
+def projected_bytes(n_documents: int, n_neutral: int, n_layers: int, hidden: int, storage: str = "float32") -> int:
+    """Disk a capture will take: per-document head and tail means (`storage` dtype) and float64 norm sums,
+    plus the neutral pass's float64 moments (sum and hidden × hidden second moment per layer), counted
+    twice: the folded total and at most one shard's partial sums waiting to be folded in."""
+    width = np.dtype(STORAGE.get(storage, np.float32)).itemsize
+    stories = n_documents * n_layers * (2 * hidden * width + 8)
+    neutral = 2 * n_layers * (hidden * hidden + hidden + 1) * 8 if n_neutral else 0
     return stories + neutral
+
+
+def projected_memory(n_layers: int, hidden: int, batch_size: int, max_tokens: int) -> int:
+    """Host memory the capture itself holds beyond the model, independent of the corpus size: the neutral
+    pass's float64 moments and one shard's partial sums, plus two batches of pooled means in flight."""
+    moments = 2 * n_layers * (hidden * hidden + hidden + 1) * 8
+    in_flight = 2 * batch_size * n_layers * (2 * hidden * 4 + 8)
+    return moments + in_flight + batch_size * max_tokens * hidden * 8  # + one layer's float64 token matrix
 
 
 @dataclass
@@ -204,21 +248,29 @@ class DocumentMeans:
 
 def capture_document_means(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str], run_dir: str | Path,
                            layers: Sequence[int] | None = None, token_offset: int = 50, batch_size: int = 8,
-                           shard_batches: int = 16, max_tokens: int = 2048,
-                           progress: ProgressFn | None = None) -> DocumentMeans:
-    """Mean residual per document and layer, split at `token_offset`; resumes an interrupted run in `run_dir`."""
+                           shard_batches: int = 16, max_tokens: int = 2048, progress: ProgressFn | None = None,
+                           storage: str = "float32", group: Group | None = None) -> DocumentMeans:
+    """Mean residual per document and layer, split at `token_offset`; resumes an interrupted run in `run_dir`.
+
+    `storage` (float32 or float16) is the on-disk dtype of the means. With a `group` of processes each
+    takes a disjoint share of the shards and writes its own rows of the same memory-mapped files."""
     if token_offset < 1:
         raise ConfigError(f"token_offset must be at least 1 (token 0 is the attention sink), got {token_offset}",
                           param="token_offset")
-    run_dir = Path(run_dir)
-    plan = _plan(lm, "document_means", ids, texts, run_dir, layers, batch_size, shard_batches, max_tokens,
-                 token_offset=token_offset)
+    if storage not in STORAGE:
+        raise ConfigError(f"unknown storage dtype {storage!r} (choose from: {', '.join(STORAGE)})", param="storage")
+    run_dir, group = Path(run_dir), group or Solo()
+    plan = _plan(lm, "document_means", ids, texts, run_dir, layers, batch_size, shard_batches, max_tokens, group,
+                 token_offset=token_offset, storage=storage)
     run, chosen, tokens, batches, truncated = plan.run, plan.layers, plan.tokens, plan.batches, plan.truncated
     n, nl, d = len(ids), len(chosen), lm.spec.hidden_size
-    mode = "w+" if run.fresh else "r+"
-    head = np.lib.format.open_memmap(run_dir / "head.npy", mode=mode, dtype=np.float32, shape=(n, nl, d))
-    tail = np.lib.format.open_memmap(run_dir / "tail.npy", mode=mode, dtype=np.float32, shape=(n, nl, d))
-    norm = np.lib.format.open_memmap(run_dir / "norm_sum.npy", mode=mode, dtype=np.float64, shape=(n, nl))
+    shapes = {"head": (STORAGE[storage], (n, nl, d)), "tail": (STORAGE[storage], (n, nl, d)),
+              "norm_sum": (np.float64, (n, nl))}
+    if group.rank == 0 and run.fresh:  # created once, before any rank opens them
+        for name, (dt, shape) in shapes.items():
+            np.lib.format.open_memmap(run_dir / f"{name}.npy", mode="w+", dtype=dt, shape=shape).flush()
+    mine = run.start()
+    head, tail, norm = (np.lib.format.open_memmap(run_dir / f"{name}.npy", mode="r+") for name in shapes)
     lengths = np.array([len(t) for t in tokens])
     counts = np.stack([np.clip(np.minimum(lengths, token_offset) - 1, 0, None),
                        np.clip(lengths - token_offset, 0, None)], axis=1)
@@ -229,19 +281,22 @@ def capture_document_means(lm: LoadedModel, ids: Sequence[str], texts: Sequence[
 
     writer = _HostWriter()
     try:
-        _capture_means_shards(lm, run, batches, shard_batches, chosen, token_offset, writer, write, (head, tail, norm),
-                              progress)
+        _capture_means_shards(lm, run, mine, batches, shard_batches, chosen, token_offset, writer, write,
+                              (head, tail, norm), progress)
     finally:
         writer.close()
-    np.save(run_dir / "counts.npy", counts)
+    group.barrier()  # every rank's rows are on disk
+    if group.rank == 0:
+        np.save(run_dir / "counts.npy", counts)
     return DocumentMeans(run_dir, list(ids), chosen, token_offset, head, tail, counts, norm, truncated)
 
 
-def _capture_means_shards(lm: LoadedModel, run: _ShardedRun, batches: list[Batch], shard_batches: int,
+def _capture_means_shards(lm: LoadedModel, run: _ShardedRun, mine: list[int], batches: list[Batch],
+                          shard_batches: int,
                           chosen: list[int], token_offset: int, writer: _HostWriter, write: Callable[..., None],
                           arrays: Sequence[np.ndarray], progress: ProgressFn | None) -> None:
     """The forward passes of `capture_document_means`, shard by shard."""
-    for shard in run.pending():
+    for shard in mine:
         for batch in batches[shard * shard_batches:(shard + 1) * shard_batches]:
             rows = np.array(batch.rows)
             positions = torch.arange(batch.input_ids.shape[1])
@@ -280,17 +335,45 @@ def _capture_means_shards(lm: LoadedModel, run: _ShardedRun, batches: list[Batch
         writer.then(checkpoint)  # overlaps the next shard's forward passes
 
 
-def _load_token_state(path: Path) -> tuple[dict[str, np.ndarray], list[int]]:
-    """The neutral pass's running sums and the shards they contain; a damaged file names the way out."""
+def _load_sums(path: Path) -> tuple[dict[str, np.ndarray], int]:
+    """Saved float64 sums and the metadata count `upto`; a damaged file names the way out."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="numpy") as fh:
-            done = json.loads((fh.metadata() or {}).get("done", "[]"))
-        return load_file(str(path)), [int(x) for x in done]
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
+            upto = int((fh.metadata() or {}).get("upto", "0"))
+        return load_file(str(path)), upto
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: damaged capture state ({exc}); delete the work directory or restart the "
                           "capture", param="restart") from None
+
+
+def _save_sums(path: Path, sums: dict[str, np.ndarray], upto: int = 0) -> None:
+    save_file(sums, str(path.with_name(path.name + ".tmp")), metadata={"upto": str(upto)})
+    os.replace(path.with_name(path.name + ".tmp"), path)
+
+
+def _fold(run: _ShardedRun, empty: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+    """Add finished shards' partial sums into the total in shard order 0, 1, 2, ... (so the float64 result
+    does not depend on how many processes computed them or in which order they finished), as far as the
+    shards are contiguous; the total and how many shards it holds are replaced in one atomic step."""
+    total_path = run.path.parent / "token_stats.safetensors"
+    total, upto = _load_sums(total_path) if total_path.exists() else ({k: v.copy() for k, v in empty.items()}, 0)
+    done, start = set(run.read_done()), upto
+    while upto in done:
+        part, _ = _load_sums(_partial(run, upto))
+        total = {k: total[k] + part[k] for k in total}
+        upto += 1
+    if upto > start:
+        _save_sums(total_path, total, upto)
+        fault_point("neutral.folded")
+        for shard in range(start, upto):
+            _partial(run, shard).unlink(missing_ok=True)
+    return total, upto
+
+
+def _partial(run: _ShardedRun, shard: int) -> Path:
+    return run.path.parent / f"partial-{shard:06d}.safetensors"  # one shard's own sums, until folded
 
 
 @dataclass
@@ -314,29 +397,31 @@ class TokenStats:
 
 def capture_token_stats(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str], run_dir: str | Path,
                         layers: Sequence[int] | None = None, batch_size: int = 8, shard_batches: int = 16,
-                        max_tokens: int = 2048, progress: ProgressFn | None = None) -> TokenStats:
-    """First and second moments of every token's residual (positions ≥ 1) per layer; resumable."""
-    run_dir = Path(run_dir)
-    plan = _plan(lm, "token_stats", ids, texts, run_dir, layers, batch_size, shard_batches, max_tokens)
+                        max_tokens: int = 2048, progress: ProgressFn | None = None,
+                        group: Group | None = None) -> TokenStats:
+    """First and second moments of every token's residual (positions ≥ 1) per layer; resumable.
+
+    Each shard's sums start from zero and are saved on their own; rank 0 folds them into the total in
+    shard order, so any number of processes (and any resume) gives bit-identical moments."""
+    run_dir, group = Path(run_dir), group or Solo()
+    plan = _plan(lm, "token_stats", ids, texts, run_dir, layers, batch_size, shard_batches, max_tokens, group)
     run, chosen, batches = plan.run, plan.layers, plan.batches
-    state_path = run_dir / "token_stats.safetensors"
     nl, d = len(chosen), lm.spec.hidden_size
-    if run.fresh:
-        saved = {"count": np.zeros(1, np.int64), "sum": np.zeros((nl, d)), "outer": np.zeros((nl, d, d)),
-                 "norm_sum": np.zeros(nl)}
-    else:
-        saved, done = _load_token_state(state_path)
-        run.adopt(done)  # the state file, not capture.json, says which shards its sums contain
-    # running float64 totals live on the model's device between checkpoints
-    state = {k: torch.from_numpy(v).to(lm.device) for k, v in saved.items()}
+    empty = {"count": np.zeros(1, np.int64), "sum": np.zeros((nl, d)), "outer": np.zeros((nl, d, d)),
+             "norm_sum": np.zeros(nl)}
+    if group.rank == 0 and run.fresh:
+        for stale in run_dir.glob("*.safetensors"):
+            stale.unlink()
     pos_of = {layer: k for k, layer in enumerate(chosen)}
 
-    for shard in run.pending():
+    for shard in run.start():
+        # this shard's float64 sums live on the model's device until the shard is saved
+        state = {k: torch.from_numpy(v.copy()).to(lm.device) for k, v in empty.items()}
         for batch in batches[shard * shard_batches:(shard + 1) * shard_batches]:
             positions = torch.arange(batch.input_ids.shape[1])
             keep = batch.attention_mask.bool() & (positions >= 1)
 
-            def on_hidden(layer: int, h: torch.Tensor, keep: torch.Tensor = keep) -> None:
+            def on_hidden(layer: int, h: torch.Tensor, keep: torch.Tensor = keep, state: dict = state) -> None:
                 k = pos_of[layer]
                 x = h[keep.to(h.device)].to(torch.float64)  # [tokens, d]
                 dev = state["sum"].device
@@ -348,11 +433,17 @@ def capture_token_stats(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str
             state["count"] += int(keep.sum())
             if progress:
                 progress(len(batch.rows), int(batch.lengths.sum()))
-        saved = {k: v.cpu().numpy() for k, v in state.items()}
-        # one atomic step: the sums and the list of shards they contain are replaced together
-        tmp = state_path.with_name(state_path.name + ".tmp")
-        save_file(saved, str(tmp), metadata={"done": json.dumps(sorted([*run.done, shard]))})
-        os.replace(tmp, state_path)
-        fault_point("neutral.saved")  # the old crash window: sums saved, shard not yet marked in capture.json
+        _save_sums(_partial(run, shard), {k: v.cpu().numpy() for k, v in state.items()})
+        fault_point("neutral.saved")  # partial sums saved, shard not yet marked: redone on resume
         run.mark(shard)
+        if group.rank == 0:
+            _fold(run, empty)  # keeps at most the out-of-order partials on disk
+    group.barrier()  # every shard is saved and marked
+    if group.rank == 0:
+        _fold(run, empty)
+    group.barrier()
+    saved, upto = _load_sums(run_dir / "token_stats.safetensors")
+    if upto != run.n_shards:
+        raise ConfigError(f"{run_dir}: {run.n_shards - len(run.read_done())} neutral shard(s) missing; rerun to resume",
+                          param="restart")
     return TokenStats(chosen, int(saved["count"][0]), saved["sum"], saved["outer"], saved["norm_sum"])

@@ -281,11 +281,13 @@ def _directory_fingerprint(directory: Path) -> str | None:
 
 
 def load_model(name: str = "smollm2-135m", dtype: str = "auto", device: str = "cpu",
-               layers_path: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
+               layers_path: str | None = None, trust_remote_code: bool = False,
+               gpus: Sequence[int] | None = None) -> LoadedModel:
     """Load a causal LM by alias (`smollm2-135m`, `qwen2.5-coder-1.5b`), GGUF path, directory or hub id.
 
     `device` is cpu, cuda, cuda:N or auto (accelerate's device_map for models larger than one GPU).
-    `trust_remote_code` stays False unless the caller asks for it.
+    `trust_remote_code` stays False unless the caller asks for it. `gpus` limits `auto` to those GPUs
+    (one data-parallel replica per group of GPUs).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -294,6 +296,8 @@ def load_model(name: str = "smollm2-135m", dtype: str = "auto", device: str = "c
     kwargs: dict[str, object] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if device == "auto":
         kwargs["device_map"] = "auto"
+        if gpus is not None:
+            kwargs["max_memory"] = {g: torch.cuda.mem_get_info(g)[0] for g in gpus}
     sha: str | None = None
     if name in ALIASES:
         gguf = alias_path(ALIASES[name])

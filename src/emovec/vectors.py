@@ -21,7 +21,7 @@ from safetensors.numpy import load_file, save_file
 
 from emovec.artifact import (MANIFEST, TENSOR_FILE, fault_point, read_manifest, sha256_file, sha256_json,
                              write_json_atomic)
-from emovec.capture import DocumentMeans, TokenStats, capture_document_means, capture_token_stats
+from emovec.capture import DocumentMeans, Group, TokenStats, capture_document_means, capture_token_stats
 from emovec.concepts import unknown_emotion_message
 from emovec.corpus import Corpus
 from emovec.errors import ArtifactError, ConfigError, IncompatibleModelError, UnknownEmotionError
@@ -35,6 +35,15 @@ ARTIFACT_FORMAT = "emovec.vectors/2"
 def default_layer_for(num_layers: int) -> int:
     """About two-thirds of the way through the model (the paper's 'mid-late' layer): ⌊2/3 · n⌋."""
     return (2 * num_layers) // 3
+
+
+def analysis_layers(num_layers: int, grid: int = 8, around: int = 2) -> list[int]:
+    """A sparse capture for large runs: the default layer ± `around` (where the vectors are used) plus
+    about `grid` evenly spaced layers (for the layer sweep), instead of every layer."""
+    centre = default_layer_for(num_layers)
+    step = max(1, -(-num_layers // grid))
+    chosen = set(range(0, num_layers, step)) | set(range(centre - around, centre + around + 1)) | {num_layers - 1}
+    return sorted(x for x in chosen if 0 <= x < num_layers)
 
 
 def emotion_means(doc: DocumentMeans, emotions_of_docs: Sequence[str], emotions: Sequence[str],
@@ -345,11 +354,13 @@ def _versions() -> dict[str, str]:
 def extract(lm: LoadedModel, corpus: Corpus, layers: Sequence[int] | None = None, token_offset: int = 50,
             batch_size: int = 8, denoise_variance: float = 0.5, short_policy: str = "skip",
             work_dir: str | Path | None = None, progress: ProgressFn | None = None,
-            keep_work: bool = True) -> EmotionVectors:
+            keep_work: bool = True, storage: str = "float32", group: Group | None = None) -> EmotionVectors:
     """Extract emotion vectors from `corpus` on `lm` (the paper's §3 method).
 
     Captures land in `work_dir` (resumable; a temporary directory if None, deleted afterwards unless
-    `keep_work`). `progress(docs, tokens)` is called after each batch.
+    `keep_work`). `progress(docs, tokens)` is called after each batch. With a `group` of processes
+    (emovec.distributed) each captures a share of the shards into the shared `work_dir`; every rank
+    returns the same vectors.
     """
     if not corpus.stories:
         raise ConfigError("the corpus has no stories")
@@ -358,6 +369,8 @@ def extract(lm: LoadedModel, corpus: Corpus, layers: Sequence[int] | None = None
         raise ConfigError("need stories for at least two emotions (vectors are differences from their mean)")
     if not 0 <= denoise_variance < 1:
         raise ConfigError(f"denoise variance must be in [0, 1), got {denoise_variance}", param="denoise")
+    if work_dir is None and group is not None and group.world > 1:
+        raise ConfigError("processes sharing a capture need a shared work directory", param="work_dir")
     if work_dir is None:
         import tempfile
 
@@ -367,11 +380,12 @@ def extract(lm: LoadedModel, corpus: Corpus, layers: Sequence[int] | None = None
         work = Path(work_dir)
     try:
         doc = capture_document_means(lm, [s.id for s in corpus.stories], [s.text for s in corpus.stories],
-                                     work / "stories", layers, token_offset, batch_size, progress=progress)
+                                     work / "stories", layers, token_offset, batch_size, progress=progress,
+                                     storage=storage, group=group)
         stats = None
         if corpus.neutral and denoise_variance > 0:
             stats = capture_token_stats(lm, [d.id for d in corpus.neutral], [d.text for d in corpus.neutral],
-                                        work / "neutral", doc.layers, batch_size, progress=progress)
+                                        work / "neutral", doc.layers, batch_size, progress=progress, group=group)
         vecs = build_vectors(doc, stats, [s.emotion for s in corpus.stories], emotions, lm.spec,
                              denoise_variance, short_policy)
     finally:

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from emovec.errors import ConfigError, EmovecError
 from emovec.models import LoadedModel, check_device, load_model
-from emovec.vectors import EmotionVectors
+from emovec.vectors import EmotionVectors, analysis_layers
 
 # markup, emoji and highlighting off: names, paths and model text are printed exactly as they are
 console = Console(stderr=True, markup=False, emoji=False, highlight=False)
@@ -58,9 +58,11 @@ def print_error(message: str) -> None:
 
 
 def parse_layers(spec: str | None, num_layers: int) -> list[int] | None:
-    """`all`, `20`, `5-20` or `0,5,10-12` → sorted layer indices (None = all)."""
+    """`all`, `analysis`, `20`, `5-20` or `0,5,10-12` → sorted layer indices (None = all)."""
     if spec is None or spec == "all":
         return None
+    if spec == "analysis":
+        return analysis_layers(num_layers)
     layers: set[int] = set()
     try:
         for part in spec.split(","):

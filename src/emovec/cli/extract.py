@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,11 +12,12 @@ import typer
 from rich.table import Table
 
 from emovec.artifact import check_free_space, check_new_artifact, check_output_dir, locked
-from emovec.capture import projected_bytes
+from emovec.capture import STORAGE, projected_bytes, projected_memory
 from emovec.cli.common import (ArtifactArg, DeviceOpt, DtypeOpt, ModelOpt, RemoteOpt, TokenProgress, console,
                                csv_list, load_vectors, out, parse_layers)
 from emovec.concepts import concepts
-from emovec.corpus import load_corpus
+from emovec.corpus import Corpus, load_corpus
+from emovec.distributed import Ranks, join, leave, rank_device
 from emovec.errors import ConfigError
 from emovec.models import check_device, compile_blocks, load_model
 from emovec.vectors import EmotionVectors
@@ -29,7 +31,8 @@ def extract(
     neutral: Annotated[Optional[list[Path]], typer.Option(help="Neutral dialogue JSONL files or directories (default: built-in).")] = None,
     emotions: Annotated[Optional[str], typer.Option(help="Comma-separated subset of emotions.")] = None,
     per_emotion: Annotated[Optional[int], typer.Option(help="Use at most N stories per emotion.", min=1)] = None,
-    layers: Annotated[Optional[str], typer.Option(help="Layers to capture: all, 20, 5-20, 0,5,10-12.")] = None,
+    layers: Annotated[Optional[str], typer.Option(help="Layers to capture: all, analysis (default layer ±2 and a sweep grid), 20, 5-20, 0,5,10-12.")] = None,
+    storage: Annotated[str, typer.Option(help="On-disk dtype of the per-document means: float32 or float16.")] = "float32",
     offset: Annotated[int, typer.Option(help="Average tokens from this 0-based position on (paper: 50).", min=1)] = 50,
     batch_size: Annotated[int, typer.Option(help="Documents per forward pass.", min=1)] = 8,
     denoise: Annotated[float, typer.Option(help="Neutral variance to project out, in [0, 1) (0 = off; paper: 0.5).")] = 0.5,
@@ -43,45 +46,28 @@ def extract(
     restart: Annotated[bool, typer.Option(help="Discard captures kept from an earlier, different run.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an artifact already in --out (its results become stale).")] = False,
 ) -> None:
-    """Extract emotion vectors (paper §3) and write an artifact directory; rerun to resume."""
+    """Extract emotion vectors (paper §3) and write an artifact directory; rerun to resume.
+    Under torchrun (or Slurm setting RANK/WORLD_SIZE) the ranks share the capture; rank 0 writes."""
     if not 0 <= denoise < 1:  # also false for NaN
         raise ConfigError(f"--denoise {denoise}: must be in [0, 1) (0 = off; the paper's 0.5)")
     if short_policy not in ("skip", "whole"):
         raise ConfigError(f"--short-policy {short_policy!r}: choose skip or whole")
+    if storage not in STORAGE:
+        raise ConfigError(f"--storage {storage!r}: choose float32 or float16")
     check_output_dir(out_dir)
     check_new_artifact(out_dir, force)
     check_device(device)
     corpus = load_corpus(stories, neutral, csv_list(emotions)).subset(per_emotion=per_emotion)
-    out.print(f"corpus: {len(corpus.stories)} stories over {len(corpus.emotions)} emotions, "
-              f"{len(corpus.neutral)} neutral dialogues")
-    with locked(out_dir):
-        t0 = time.perf_counter()
-        lm = load_model(model, dtype=dtype, device=device, layers_path=layers_path, trust_remote_code=trust_remote_code)
-        out.print(f"model: {lm.spec.id} ({lm.spec.architecture}, {lm.spec.num_layers} layers × {lm.spec.hidden_size}, "
-                  f"{lm.spec.dtype}) loaded in {time.perf_counter() - t0:.1f}s")
-        if compile_:
-            compile_blocks(lm)
-        work = work_dir or out_dir / "capture"
-        if restart and work.exists():
-            shutil.rmtree(work)
-        chosen = parse_layers(layers, lm.spec.num_layers)
-        n_layers = len(chosen) if chosen else lm.spec.num_layers
-        need = projected_bytes(len(corpus.stories), len(corpus.neutral) if denoise > 0 else 0, n_layers,
-                               lm.spec.hidden_size)
-        out.print(f"capture: {n_layers} layers, about {need / 2**20:,.0f} MiB on disk in {work}")
-        check_free_space(work, need)
-        progress = TokenProgress(len(corpus.stories) + (len(corpus.neutral) if denoise > 0 else 0))
-        t1 = time.perf_counter()
-        with progress.bar:
-            try:
-                vecs = run_extract(lm, corpus, chosen, offset, batch_size, denoise, short_policy, work, progress)
-            except KeyboardInterrupt:
-                console.print("interrupted: finished shards are kept; rerun the same command to resume")
-                raise typer.Exit(130) from None
-        elapsed = time.perf_counter() - t1
-        vecs.meta["run"] = {"seconds": round(elapsed, 2), "tokens": progress.tokens,
-                            "tokens_per_s": round(progress.tokens_per_s, 1)}
-        vecs.save(out_dir)
+    ranks = join()
+    try:
+        vecs, elapsed, progress = _extract_ranked(ranks, out_dir, corpus, model, layers, offset, batch_size, denoise,
+                                                  short_policy, work_dir, dtype, device, layers_path, trust_remote_code,
+                                                  compile_, restart, storage)
+        ranks.barrier()  # the artifact is written: every rank ends together
+    finally:
+        leave(ranks)
+    if not ranks.leader:
+        return
     cut = vecs.meta["method"].get("truncated_documents") if isinstance(vecs.meta.get("method"), dict) else 0
     if cut:
         console.print(f"warning: {cut} stories were longer than 2,048 tokens and were cut there "
@@ -89,6 +75,53 @@ def extract(
     print_summary(vecs, out_dir)
     out.print(f"time: {elapsed:.1f}s for {progress.tokens:,} tokens ({progress.tokens_per_s:,.0f} tokens/s)")
 
+
+def _extract_ranked(ranks: Ranks, out_dir: Path, corpus: Corpus, model: str, layers: str | None, offset: int,
+                    batch_size: int, denoise: float, short_policy: str, work_dir: Path | None, dtype: str,
+                    device: str, layers_path: str | None, trust_remote_code: bool, compile_: bool, restart: bool,
+                    storage: str) -> tuple[EmotionVectors, float, TokenProgress]:
+    """This rank's part of `extract`: load its replica, capture its share, and (rank 0) save the artifact."""
+    def say(*args: object, **kwargs: object) -> None:
+        if ranks.leader:
+            out.print(*args, **kwargs)
+
+    say(f"corpus: {len(corpus.stories)} stories over {len(corpus.emotions)} emotions, "
+        f"{len(corpus.neutral)} neutral dialogues")
+    with locked(out_dir) if ranks.leader else nullcontext():  # rank 0 holds the lock for the whole job
+        t0 = time.perf_counter()
+        where, gpus = rank_device(device, ranks)
+        lm = load_model(model, dtype=dtype, device=where, layers_path=layers_path,
+                        trust_remote_code=trust_remote_code, gpus=gpus)
+        say(f"model: {lm.spec.id} ({lm.spec.architecture}, {lm.spec.num_layers} layers × {lm.spec.hidden_size}, "
+            f"{lm.spec.dtype}) loaded in {time.perf_counter() - t0:.1f}s")
+        if compile_:
+            compile_blocks(lm)
+        work = work_dir or out_dir / "capture"
+        if restart and work.exists() and ranks.leader:  # the others wait at the capture's first barrier
+            shutil.rmtree(work)
+        chosen = parse_layers(layers, lm.spec.num_layers)
+        n_layers = len(chosen) if chosen else lm.spec.num_layers
+        need = projected_bytes(len(corpus.stories), len(corpus.neutral) if denoise > 0 else 0, n_layers,
+                               lm.spec.hidden_size, storage)
+        memory = projected_memory(n_layers, lm.spec.hidden_size, batch_size, 2048)
+        say(f"capture: {n_layers} layers, about {need / 2**20:,.0f} MiB on disk in {work} ({storage} means); "
+            f"about {memory / 2**20:,.0f} MiB of host memory per rank beyond the model; {ranks.world} rank(s)")
+        check_free_space(work, need)
+        progress = TokenProgress(len(corpus.stories) + (len(corpus.neutral) if denoise > 0 else 0))
+        t1 = time.perf_counter()
+        with progress.bar if ranks.leader else nullcontext():
+            try:
+                vecs = run_extract(lm, corpus, chosen, offset, batch_size, denoise, short_policy, work, progress,
+                                   storage=storage, group=ranks)
+            except KeyboardInterrupt:
+                console.print("interrupted: finished shards are kept; rerun the same command to resume")
+                raise typer.Exit(130) from None
+        elapsed = time.perf_counter() - t1
+        vecs.meta["run"] = {"seconds": round(elapsed, 2), "tokens": progress.tokens, "ranks": ranks.world,
+                            "tokens_per_s": round(progress.tokens_per_s, 1)}  # rank 0's own share
+        if ranks.leader:
+            vecs.save(out_dir)
+    return vecs, elapsed, progress
 
 def print_summary(vecs: EmotionVectors, path: Path) -> None:
     """Emotions, layers, default layer, denoising and nearest emotions for a few focal emotions."""
