@@ -404,3 +404,18 @@ def test_cli_generate(endpoint: FakeEndpoint, tmp_path: Path, capsys: pytest.Cap
         main()
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and err.startswith("error:") and "this run has 4" in err and "\n" not in err
+
+
+def test_concurrency_8_is_at_least_6x_faster_than_1(endpoint: FakeEndpoint, tmp_path: Path) -> None:
+    """Against a stand-in server that takes 0.5 s per request, 16 one-call jobs across emotions and topics:
+    8 requests in flight must finish ≥ 6× sooner than one at a time (the ideal is 8×)."""
+    endpoint.delay = 0.5
+    config = stories_config(emotions=("calm", "afraid"), topics=tuple(range(1, 9)), per_topic=1, per_call=1)
+    seconds = {}
+    for n in (1, 8):
+        t0 = time.perf_counter()
+        generate(writer_for(endpoint, concurrency=n), tmp_path / f"c{n}.jsonl", config, lexicon=LEXICON)
+        seconds[n] = time.perf_counter() - t0
+    print(f"generation concurrency: 1 → {seconds[1]:.2f}s, 8 → {seconds[8]:.2f}s, ratio {seconds[1] / seconds[8]:.2f}")
+    assert endpoint.max_in_flight == 8 and len(endpoint.requests) == 32
+    assert seconds[1] / seconds[8] >= 6.0
