@@ -142,3 +142,18 @@ def test_embedded_model_two_ranks_identical(env: dict[str, Path], tmp_path: Path
     two = extract(tmp_path / "two", "smollm2-135m", None, env["neutral"], 2, *subset)
     assert two.returncode == 0, two.stderr
     assert_same(tmp_path / "one", tmp_path / "two")
+
+
+def test_float16_storage_halves_the_means_and_keeps_their_values(tmp_path: Path) -> None:
+    from emovec.capture import capture_document_means, projected_bytes
+
+    lm = make_llama()
+    texts = [f"story {i} " + "the cat sat " * (8 + i) for i in range(6)]
+    ids = [str(i) for i in range(6)]
+    full = capture_document_means(lm, ids, texts, tmp_path / "f32", token_offset=5, batch_size=2)
+    half = capture_document_means(lm, ids, texts, tmp_path / "f16", token_offset=5, batch_size=2, storage="float16")
+    assert half.tail.dtype == np.float16 and full.tail.dtype == np.float32
+    np.testing.assert_allclose(half.tail.astype(np.float32), full.tail, rtol=2e-3, atol=2e-3)
+    assert projected_bytes(1000, 0, 10, 64, "float16") < 0.55 * projected_bytes(1000, 0, 10, 64, "float32")
+    with pytest.raises(ConfigError, match="storage"):
+        capture_document_means(lm, ids, texts, tmp_path / "bad", storage="int8")
