@@ -157,3 +157,22 @@ def test_float16_storage_halves_the_means_and_keeps_their_values(tmp_path: Path)
     assert projected_bytes(1000, 0, 10, 64, "float16") < 0.55 * projected_bytes(1000, 0, 10, 64, "float32")
     with pytest.raises(ConfigError, match="storage"):
         capture_document_means(lm, ids, texts, tmp_path / "bad", storage="int8")
+
+
+def test_a_run_that_would_not_fit_stops_before_it_starts(env: dict[str, Path], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from emovec.cli import main
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**6, 10**6 - 1000, 1000))
+    with pytest.raises(SystemExit) as stop:
+        main(["extract", "--out", str(tmp_path / "art"), "--model", str(env["model"]), "--stories",
+              str(env["stories"]), "--neutral", str(env["neutral"]), "--offset", "20", "--storage", "float16"])
+    captured = capsys.readouterr()
+    assert stop.value.code == 2 and "needs about" in captured.err
+    assert "MiB on disk" in captured.out and "MiB of host memory per rank" in captured.out
+    assert not (tmp_path / "art" / "capture" / "stories" / "head.npy").exists()
