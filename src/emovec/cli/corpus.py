@@ -14,6 +14,8 @@ from emovec.checks import CorpusReport, Lexicon, check_corpus
 from emovec.cli.common import DeviceOpt, DtypeOpt, RemoteOpt, csv_list, out, progress_bar
 from emovec.concepts import concepts
 from emovec.corpus import builtin_dir
+from emovec.dialogue_checks import check_speaker_file
+from emovec.dialogues import builtin_speaker_files, kind_of_file
 from emovec.errors import ConfigError
 from emovec.generate import GenerationConfig, load_prompts, parse_topics
 from emovec.generate import generate as run_generate
@@ -61,7 +63,7 @@ def print_corpus_report(report: CorpusReport, max_rows: int = 50) -> None:
 
 
 def corpus_check(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="Story/neutral JSONL files or directories (default: the built-in corpus).")] = None,
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Story/neutral JSONL files or directories, two-speaker dialogue or deflection JSONL files (default: the built-in corpora).")] = None,
     tokenizer: Annotated[str, typer.Option(help="Model whose tokenizer counts tokens: alias, .gguf, directory or hub id.")] = "smollm2-135m",
     min_tokens: Annotated[int, typer.Option(help="Fewest tokens a story may have (capture averages from token 50).")] = 60,
     near_dup: Annotated[float, typer.Option(help="Word 4-gram Jaccard from which two texts are near duplicates.")] = 0.5,
@@ -73,11 +75,21 @@ def corpus_check(
         raise ConfigError(f"--near-dup {near_dup}: must be in (0, 1]")
     if json_out:
         check_output_file(json_out, "json_out")
-    report = check_corpus(paths or [builtin_dir()], tokenizer, min_tokens, near_dup, synonyms)
-    print_corpus_report(report)
+    chosen = list(paths) if paths else [builtin_dir(), *builtin_speaker_files()]
+    speaker_files = [(p, kind) for p in chosen if p.is_file() and (kind := kind_of_file(p))]
+    story_paths = [p for p in chosen if p not in {f for f, _ in speaker_files}]
+    report = check_corpus(story_paths, tokenizer, min_tokens, near_dup, synonyms) if story_paths else None
+    if report:
+        print_corpus_report(report)
+    lexicon = Lexicon.load(synonyms)
+    speaker_reports = [check_speaker_file(p, kind, lexicon, near_dup) for p, kind in speaker_files]
+    for sr in speaker_reports:
+        for v in sr.violations[:20]:
+            out.print(f"{sr.files[0]}: {v.kind} {v.id}: {v.detail}", soft_wrap=True, highlight=False)
+        out.print(sr.summary_line(), soft_wrap=True)
     if json_out:
-        write_json_atomic(json_out, report.to_dict())
-    if not report.passed:
+        write_json_atomic(json_out, {**(report.to_dict() if report else {}), "speakers": [sr.to_dict() for sr in speaker_reports]})
+    if (report and not report.passed) or any(not sr.passed for sr in speaker_reports):
         raise typer.Exit(1)
 
 

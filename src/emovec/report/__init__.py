@@ -23,6 +23,7 @@ from emovec.artifact import load_result, read_manifest, results_dir
 from emovec.report.analysis import analysis_section
 from emovec.report.page import environment, inline_script, write_page
 from emovec.report.preferences import preferences_section
+from emovec.report.speakers import deflection_section, shift_section, speakers_section
 from emovec.report.steering import steering_section
 
 
@@ -44,6 +45,9 @@ SECTIONS: tuple[Section, ...] = (
     Section("analysis", "Validation and geometry", analysis_section, "emovec analyze ARTIFACT"),
     Section("steering_validation", "Steering validation", steering_section, "emovec validate-steering ARTIFACT"),
     Section("preferences", "Preferences", preferences_section, "emovec preferences ARTIFACT"),
+    Section("speakers", "Present vs other speaker", speakers_section, "emovec speakers ARTIFACT"),
+    Section("deflection", "Emotion deflection", deflection_section, "emovec deflection ARTIFACT"),
+    Section("shift", "Base vs post-trained", shift_section, "emovec shift ARTIFACT --base A --post B"),
 )
 
 
