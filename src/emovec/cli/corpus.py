@@ -15,10 +15,11 @@ from emovec.cli.common import DeviceOpt, DtypeOpt, RemoteOpt, csv_list, out, pro
 from emovec.concepts import concepts
 from emovec.corpus import builtin_dir
 from emovec.dialogue_checks import check_speaker_file
-from emovec.dialogues import builtin_speaker_files, kind_of_file
+from emovec.dialogues import DEFLECTION_TARGETS, builtin_speaker_files, kind_of_file
 from emovec.errors import ConfigError
 from emovec.generate import GenerationConfig, load_prompts, parse_topics
 from emovec.generate import generate as run_generate
+from emovec.generate_speakers import generate_speakers, load_speaker_prompts, plan_deflection, plan_dialogues
 from emovec.models import check_device, load_model
 from emovec.sampling import Sampling
 from emovec.writers import EndpointWriter, LocalWriter
@@ -115,7 +116,7 @@ class JobProgress:
 
 
 def generate(
-    kind: Annotated[str, typer.Argument(help="stories or neutral.")],
+    kind: Annotated[str, typer.Argument(help="stories, neutral, dialogues (two-speaker Person/AI) or deflection.")],
     out_file: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to append to; rerun the same command to resume.")],
     writer: Annotated[Optional[str], typer.Option(help="local (a transformers model) or endpoint (OpenAI-compatible; the default when --base-url is given).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="local: alias, .gguf, directory or hub id (default smollm2-135m); endpoint: the model name to request.")] = None,
@@ -126,7 +127,7 @@ def generate(
     retries: Annotated[int, typer.Option(help="Retries per request on HTTP 5xx/429, timeouts, bad or empty replies.")] = 4,
     emotions: Annotated[Optional[str], typer.Option(help="Comma-separated emotions (stories; default: all 171).")] = None,
     topics: Annotated[str, typer.Option(help="Paper topic numbers: all, 7, 1-10 or 1,5,20-25.")] = "all",
-    per_topic: Annotated[int, typer.Option(help="Items per (emotion, topic) for stories, per topic for dialogues.")] = 1,
+    per_topic: Annotated[int, typer.Option(help="Items per (emotion, topic) for stories, per topic for neutral dialogues; dialogues: how many; deflection: per (target, condition).")] = 1,
     stories_per_call: Annotated[int, typer.Option(help="Items asked for in one prompt (the paper's n_stories).")] = 1,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 1.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.95,
@@ -143,8 +144,27 @@ def generate(
 ) -> None:
     """Write stories or neutral dialogues with a local model or an OpenAI-compatible endpoint (paper §3.1, §3.4)."""
     chosen = writer or ("endpoint" if base_url else "local")
+    if kind in ("dialogues", "deflection"):
+        speaker_sampling = Sampling(temperature=temperature, top_p=top_p)
+        plans = (plan_dialogues(csv_list(emotions) or concepts().focal, per_topic, seed) if kind == "dialogues"
+                 else plan_deflection(csv_list(emotions) or DEFLECTION_TARGETS, per_topic, seed))
+        check_output_file(out_file)
+        check_device(device)
+        speaker_prompts, lexicon = load_speaker_prompts(prompts), Lexicon.load(synonyms)
+        if chosen == "endpoint" and base_url and model:
+            the_writer: EndpointWriter | LocalWriter = EndpointWriter(base_url, model, api_key_env, concurrency, timeout, retries)
+        elif chosen == "local" and not base_url:
+            the_writer = LocalWriter(load_model(model or "smollm2-135m", dtype=dtype, device=device,
+                                                trust_remote_code=trust_remote_code), batch_size)
+        else:
+            raise ConfigError("choose --writer local, or --writer endpoint with --base-url and --model")
+        got = generate_speakers(the_writer, out_file, plans, kind, speaker_sampling, lexicon, speaker_prompts,
+                                max_tokens=max_tokens or 900, seed=seed)
+        out.print(f"wrote {got['written']} {kind} records to {got['out']} in {got['calls']} calls ({got['skipped']} "
+                  f"already there); dropped: {got['dropped'] or 'none'}; missing: {len(got['missing'])}", soft_wrap=True)
+        return
     if kind not in ("stories", "neutral"):
-        raise ConfigError(f"unknown kind {kind!r} (choose from: stories, neutral)")
+        raise ConfigError(f"unknown kind {kind!r} (choose from: stories, neutral, dialogues, deflection)")
     story_emotions = tuple(csv_list(emotions) or concepts().emotions) if kind == "stories" else tuple(csv_list(emotions) or ())
     config = GenerationConfig(kind, story_emotions, parse_topics(topics), per_topic, stories_per_call,
                               Sampling(temperature=temperature, top_p=top_p), max_tokens, seed, min_words, max_words)
