@@ -125,7 +125,8 @@ def test_speaker_probes_and_deflection_run_on_a_tiny_model(tiny_llama, single_th
     result = speaker_probes(tiny_llama, vecs, chosen, layer=2, steer_emotions=[chosen[0].ai_emotion], strength=0.2,
                             sampling=Sampling(max_new_tokens=3), permutations=2)
     assert set(result["families"]) == {"within_present", "within_other", "present_vs_other"}
-    assert result["steering"]["rows"][0]["present"] != result["steering"]["rows"][0]["other"] or True
+    row = result["steering"]["rows"][0]
+    assert set(row) == {"emotion", "baseline", "present", "other"} and row["emotion"] == chosen[0].ai_emotion
     json.dumps(result)
     assert "<table>" in speakers_section(result) and "<script" not in speakers_section(result)
     records = [r for r in load_deflection() if int(r.id.rsplit("-", 1)[1]) <= 2]
