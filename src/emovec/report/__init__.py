@@ -24,6 +24,7 @@ from emovec.report.analysis import analysis_section
 from emovec.report.behaviour import behaviour_section
 from emovec.report.page import environment, inline_script, write_page
 from emovec.report.preferences import preferences_section
+from emovec.report.speakers import deflection_section, shift_section, speakers_section
 from emovec.report.steering import steering_section
 
 
@@ -50,6 +51,9 @@ SECTIONS: tuple[Section, ...] = (
     Section("behaviour_blackmail", "Behaviour: blackmail", behaviour_section, "emovec behave ARTIFACT --eval blackmail"),
     Section("behaviour_sycophancy", "Behaviour: sycophancy", behaviour_section,
             "emovec behave ARTIFACT --eval sycophancy"),
+    Section("speakers", "Present vs other speaker", speakers_section, "emovec speakers ARTIFACT"),
+    Section("deflection", "Emotion deflection", deflection_section, "emovec deflection ARTIFACT"),
+    Section("shift", "Base vs post-trained", shift_section, "emovec shift ARTIFACT --base A --post B"),
 )
 
 
