@@ -120,7 +120,7 @@ def deflection_analysis(lm: LoadedModel, vecs: EmotionVectors, records: Sequence
     """All of §7.3 and §3.7c at `layer` (default: the artifact's)."""
     vecs.check_compatible(lm)
     layer = vecs.default_layer if layer is None else layer
-    pos = vecs.layer_pos(layer)
+    vecs.layer_pos(layer)  # fails early on a layer the vectors lack
     targets = [t for t in dict.fromkeys(r.target for r in records) if t in vecs.emotions]
     missing = sorted({r.target for r in records} - set(vecs.emotions))
     if missing:
