@@ -103,3 +103,25 @@ def test_reliability_curve_rises_with_stories(tmp_path, tiny_llama):
     medians = [c["median"] for c in rel["curve"]]
     assert medians == sorted(medians) and len(medians) == PER // 2
     assert set(rel["unreliable"]) <= set(EMOTIONS)
+
+
+def test_outlier_dimensions_are_found_from_neutral_moments(tmp_path):
+    from safetensors.numpy import save_file
+
+    from emovec.analysis.outliers import neutral_moments, outlier_dimensions, standardise
+
+    rng = np.random.default_rng(0)
+    tokens = rng.normal(size=(2, 500, D))
+    tokens[:, :, 7] += 80.0  # a massive dimension at both layers
+    tokens[1, :, 3] *= 40.0  # and one only at the second layer
+    path = tmp_path / "capture" / "neutral"
+    path.mkdir(parents=True)
+    save_file({"count": np.array([500]), "sum": tokens.sum(1), "outer": np.einsum("ltd,lte->lde", tokens, tokens),
+               "norm_sum": np.zeros(2)}, str(path / "token_stats.safetensors"))
+    mean, std = neutral_moments(tmp_path)
+    found = outlier_dimensions(mean, std, [4, 9])
+    assert [d["dim"] for d in found["layers"][0]["dims"]] == [7]
+    assert [d["dim"] for d in found["layers"][1]["dims"]] == [7, 3]
+    assert {d["dim"]: d["layers"] for d in found["dimensions"]} == {7: [4, 9], 3: [9]}
+    flat = standardise(tokens[1], std[1])
+    assert np.allclose(flat[:, 3].std(), 1.0, atol=0.1)
