@@ -207,7 +207,9 @@ def run_evidence(artifact: str | Path, vecs: EmotionVectors, lm: LoadedModel | N
         "format": RESULT_FORMAT, "layer": layer, "default_layer": vecs.default_layer,
         "vectors": ("denoised" if options.denoised else "raw") + (", standardised" if options.standardise else ""),
         "options": options.__dict__, "verdict_rule": VERDICT_RULE,
-        "ci_method": f"percentile over {options.n_boot} story bootstraps (each emotion's stories resampled)",
+        "ci_method": f"percentile over {options.n_boot} story bootstraps (each emotion's stories resampled with "
+                     "replacement; repeated stories make the rebuilt vectors noisier, so the interval sits low: "
+                     "conservative for the verdict, which needs its lower end above the null)",
         "null_method": f"{options.n_perm} shuffles of the story -> emotion labels, vectors rebuilt from the stored "
                        "per-story means with the same neutral projection",
         "stories": n, "criteria": criteria_table(numbers["real"], numbers["null"], numbers["boot"], lexical),

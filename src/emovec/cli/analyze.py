@@ -18,7 +18,8 @@ from emovec.analysis.evidence import EvidenceOptions, run_evidence
 from emovec.analysis.evidence import RESULT_NAME as EVIDENCE_NAME
 from emovec.analysis.suite import AnalysisOptions, RESULT_NAME, run_analysis
 from emovec.artifact import check_output_dir, check_output_file, load_result, locked, results_dir, save_result
-from emovec.cli.common import (AllowHubOpt, BoundModelOpt, bind_model, load_vectors, out, preflight, progress_bar)
+from emovec.cli.common import (AllowHubOpt, BoundModelOpt, bind_model, console, load_vectors, out, preflight,
+                               progress_bar)
 from emovec.errors import ConfigError
 from emovec.report import render_report
 from emovec.report.analysis import summary_rows
@@ -91,8 +92,9 @@ def analyze(
     vecs = load_vectors(artifact)
     check_output_dir(results_dir(artifact))
     if permutations and not (artifact / "capture" / "stories" / "tail.npy").exists():
-        raise ConfigError(f"{artifact}: no stored per-story means (capture/ removed); the controls need them: "
-                          "rerun the extraction, or skip the controls with 0 permutations", param="permutations")
+        console.print(f"warning: {artifact} keeps no per-story means (capture/ removed), so the controls (nulls, "
+                  "lexical baselines, reliability) are skipped; rerun the extraction to get them", style="yellow")
+        permutations = 0
     preflight(vecs, model, device, allow_hub)
     with locked(artifact):
         lm = bind_model(vecs, model, dtype, device, allow_hub)
