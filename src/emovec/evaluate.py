@@ -211,7 +211,8 @@ def evaluate(vecs: EmotionVectors, lm: LoadedModel, kind: str, records: Sequence
     texts = [str(r["text"]) for r in records]
     acts, short = pooled_residuals(lm, texts, chosen, position)
     table = input_embeddings(lm)
-    bag = np.stack([table[lm.encode(t)[1:] or lm.encode(t)].mean(0) for t in texts]).astype(np.float64)
+    plain = [lm.tokenizer(t, add_special_tokens=False)["input_ids"] or lm.encode(t) for t in texts]  # type: ignore[operator]
+    bag = np.stack([table[ids].mean(0) for ids in plain]).astype(np.float64)
     lex_units = embedding_vectors(lm, vecs.emotions)
     rows = []
     for k, layer in enumerate(chosen):
