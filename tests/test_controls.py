@@ -83,7 +83,7 @@ def test_nested_ridge_recovers_a_linear_target_and_not_noise():
     units = unit_rows(np.stack([x, rng.normal(size=(120, 30))]))
     r, r2, _ = nested_ridge(units, np.arange(120), y)
     assert r[0] > 0.8 and r2[0] > 0.5
-    assert abs(r[1]) < 0.35
+    assert r[1] < 0.3  # noise: no decodability (cross-validated r on noise is often negative)
 
 
 def test_verdict_rule_and_reliability_formulas():
