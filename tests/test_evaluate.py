@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from emovec.concepts import concepts
-from emovec.errors import CorpusError
+from emovec.errors import ConfigError, CorpusError
 from emovec.evaluate import evaluate, label_scores, parse_position, pooled_residuals, read_records, valence_scores
 from emovec.vectors import EmotionVectors
 from tests.builders import random_vectors
@@ -50,11 +50,11 @@ def test_cli_reports_a_bad_record_in_one_line_before_loading_a_model(tiny_llama,
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine", "label": "sad"}\n\n{"text": "x", "label": "blisful"}\n')
     proc = subprocess.run([sys.executable, "-c", "from emovec.cli import main; main()", "evaluate", str(art),
-                           "--data", str(bad)], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+                           "--data", str(bad)], check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and f"{bad}:3: field 'label'" in lines[0], proc.stderr
     proc = subprocess.run([sys.executable, "-c", "from emovec.cli import main; main()", "evaluate", str(art),
-                           "--data", str(bad), "--position", "first"], capture_output=True, text=True, timeout=120,
+                           "--data", str(bad), "--position", "first"], check=False, capture_output=True, text=True, timeout=120,
                           env=env)
     assert proc.returncode == 2 and "--position" in proc.stderr
 
@@ -89,7 +89,7 @@ def test_pooling_positions_and_end_to_end(tiny_llama) -> None:
     late, short = pooled_residuals(tiny_llama, texts, [1], "from:30")
     assert short == 1 and np.allclose(late[0], mean[0]) and not np.allclose(late[1], mean[1])
     assert not np.allclose(mean, last)
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError):
         parse_position("from:0")
     # vectors planted as each text's own pooled residual: every text is recognised at that layer
     recs = [{"text": f"story number {i} about {e} " * 3, "label": e} for i, e in enumerate(FOCAL)]

@@ -133,7 +133,7 @@ def pooled_residuals(lm: LoadedModel, texts: Sequence[str], layers: Sequence[int
             mask = (pos >= first) & (pos < lengths)
         w = mask.double() / mask.sum(1, keepdim=True).clamp_min(1)
         seen: dict[int, torch.Tensor] = {}
-        forward_layers(lm, batch, chosen, lambda layer, h: seen.__setitem__(layer, h.double().cpu()))
+        forward_layers(lm, batch, chosen, lambda layer, h, seen=seen: seen.__setitem__(layer, h.double().cpu()))
         out[rows] = torch.stack([torch.einsum("bt,btd->bd", w, seen[layer]) for layer in chosen], 1).numpy()
     return out, short
 

@@ -49,7 +49,7 @@ def pooled_layer(lm: LoadedModel, texts: Sequence[str], layer: int, batch_size: 
         rows = list(range(s, min(s + batch_size, len(tokens))))
         batch = pad_batch([tokens[i] for i in rows], rows, lm.pad_id, side="right")
         seen: dict[int, torch.Tensor] = {}
-        forward_layers(lm, batch, [layer], lambda _l, h: seen.__setitem__(0, h.double().cpu()))
+        forward_layers(lm, batch, [layer], lambda _l, h, seen=seen: seen.__setitem__(0, h.double().cpu()))
         h = seen[0]
         lengths = batch.lengths
         mask = (torch.arange(h.shape[1])[None, :] < lengths[:, None]) & (torch.arange(h.shape[1])[None, :] >= 1)
