@@ -36,6 +36,12 @@ from emovec.hooks import Batch, ProgressFn, check_layers, forward_layers, length
 from emovec.models import LoadedModel
 
 CAPTURE_FORMAT = "emovec.capture/1"
+LABELS_FILE = "labels.json"  # story ids and emotions in row order, beside the per-document means
+
+
+def write_labels(run_dir: str | Path, ids: Sequence[str], labels: Sequence[str]) -> None:
+    """Store the story ids and emotion labels beside a capture, in row order (what the controls permute)."""
+    write_json_atomic(Path(run_dir) / LABELS_FILE, {"ids": list(ids), "emotions": list(labels)})
 
 
 def documents_fingerprint(ids: Sequence[str], texts: Sequence[str]) -> str:

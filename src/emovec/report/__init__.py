@@ -22,6 +22,7 @@ from markupsafe import Markup
 from emovec.artifact import load_result, read_manifest, results_dir
 from emovec.report.analysis import analysis_section
 from emovec.report.behaviour import behaviour_section
+from emovec.report.evidence import evaluation_section, evidence_section
 from emovec.report.page import environment, inline_script, write_page
 from emovec.report.preferences import preferences_section
 from emovec.report.speakers import deflection_section, shift_section, speakers_section
@@ -43,6 +44,8 @@ class Section:
 
 
 SECTIONS: tuple[Section, ...] = (
+    Section("evidence", "Verdicts and controls", evidence_section, "emovec analyze ARTIFACT"),
+    Section("evaluation", "Held-out evaluation", evaluation_section, "emovec evaluate ARTIFACT --data FILE.jsonl"),
     Section("analysis", "Validation and geometry", analysis_section, "emovec analyze ARTIFACT"),
     Section("steering_validation", "Steering validation", steering_section, "emovec validate-steering ARTIFACT"),
     Section("preferences", "Preferences", preferences_section, "emovec preferences ARTIFACT"),
