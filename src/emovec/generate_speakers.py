@@ -20,7 +20,7 @@ import yaml
 from emovec.checks import Lexicon
 from emovec.concepts import check_emotions, concepts
 from emovec.dialogue_checks import dialogue_layout_problem
-from emovec.dialogues import AI, CONDITIONS, DEFLECTION_TARGETS, PERSON, builtin_speakers_dir, turn_spans
+from emovec.dialogues import AI, CONDITIONS, PERSON, builtin_speakers_dir, turn_spans
 from emovec.errors import ConfigError
 from emovec.generate import append_records
 from emovec.sampling import Sampling

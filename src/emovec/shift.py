@@ -20,7 +20,7 @@ import numpy as np
 from emovec.dialogues import builtin_speakers_dir
 from emovec.errors import ConfigError, IncompatibleModelError
 from emovec.models import LoadedModel
-from emovec.prompts import encode_prompt, render_prompt
+from emovec.prompts import render_prompt
 from emovec.ratings import correlation, judge_ratings
 from emovec.readout import last_token_residuals
 from emovec.vectors import EmotionVectors
