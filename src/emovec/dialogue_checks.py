@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from emovec.checks import WORD_RE, Lexicon, Violation, near_duplicate_pairs, normalize
+from emovec.checks import WORD_RE, Lexicon, Violation
+from emovec.corpus_stats import near_duplicate_pairs, normalize
 from emovec.dialogues import (AI, CONDITIONS, PERSON, DeflectionRecord, TwoSpeakerDialogue, load_deflection,
                               load_two_speaker)
 
