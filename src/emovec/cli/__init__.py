@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from emovec.cli import analyze, corpus, extract, monitor, preferences, steer
+from emovec.cli import analyze, corpus, extract, monitor, preferences, serve, steer
 from emovec.cli.common import error_line, print_error
 from emovec.errors import EmovecError
 
@@ -33,6 +33,7 @@ app.command("monitor")(monitor.monitor_command)
 app.command("preferences")(preferences.preferences)
 app.command("analyze")(analyze.analyze)
 app.command("report")(analyze.report)
+app.command("serve")(serve.serve_command)
 
 
 def main(argv: list[str] | None = None) -> None:
