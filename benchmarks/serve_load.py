@@ -16,25 +16,35 @@ import urllib.request
 
 import numpy as np
 
-from emovec.models import load_model
+from emovec.concepts import concepts
+from emovec.models import LoadedModel, load_model
 from emovec.monitor import monitor, transcript_from_text
 from emovec.serve.engine import Engine
 from emovec.serve.server import Background
-from emovec.vectors import EmotionVectors
+from emovec.vectors import EmotionVectors, default_layer_for
 
 CLIENTS = 8
 TEXT = ("I opened the letter with shaking hands. After all those months of waiting, the answer was finally here, "
         "and I could hardly breathe as I read the first line. ")
 
 
+def random_vectors(lm: LoadedModel) -> EmotionVectors:
+    n, d = lm.spec.num_layers, lm.spec.hidden_size
+    raw = np.random.default_rng(0).normal(size=(len(concepts().emotions), n, d)).astype(np.float32)
+    return EmotionVectors(emotions=list(concepts().emotions), layers=list(range(n)), raw=raw, denoised=raw.copy(),
+                          mean_norm=np.ones(n), components={i: np.zeros((0, d)) for i in range(n)},
+                          model=lm.spec, default_layer=default_layer_for(n))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("artifact")
+    ap.add_argument("artifact", help="an artifact directory, or 'random' for random vectors of the model's shape "
+                    "(171 emotions, every layer: the monitor's cost does not depend on the vectors' values)")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    vecs = EmotionVectors.load(args.artifact)
     lm = load_model(args.model)
+    vecs = EmotionVectors.load(args.artifact) if args.artifact != "random" else random_vectors(lm)
     engine = Engine(lm, vecs)
     texts = [f"{i}. {TEXT}" for i in range(CLIENTS)]
     monitor(lm, vecs, transcript_from_text(lm, texts[0]))  # warm-up
