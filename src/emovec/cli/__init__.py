@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from emovec.cli import analyze, behave, corpus, evaluate, extract, monitor, preferences, speakers, steer
+from emovec.cli import analyze, behave, corpus, evaluate, extract, monitor, preferences, serve, speakers, steer
 from emovec.cli.common import error_line, print_error
 from emovec.errors import EmovecError
 
@@ -38,6 +38,7 @@ app.command("speakers")(speakers.speakers)
 app.command("deflection")(speakers.deflection)
 app.command("shift")(speakers.shift_command)
 app.command("evaluate")(evaluate.evaluate_command)
+app.command("serve")(serve.serve_command)
 
 
 def main(argv: list[str] | None = None) -> None:
