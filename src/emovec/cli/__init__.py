@@ -11,6 +11,7 @@ import sys
 import typer
 
 from emovec.cli import analyze, behave, corpus, extract, monitor, preferences, steer
+from emovec.cli import run as run_cli
 from emovec.cli.common import error_line, print_error
 from emovec.errors import EmovecError
 
@@ -34,6 +35,7 @@ app.command("preferences")(preferences.preferences)
 app.command("analyze")(analyze.analyze)
 app.command("report")(analyze.report)
 app.command("behave")(behave.behave)
+app.command("run")(run_cli.run_command)
 
 
 def main(argv: list[str] | None = None) -> None:
