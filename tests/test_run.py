@@ -16,6 +16,8 @@ import pytest
 from emovec.artifact import vectors_checksum
 from emovec.cli import main
 from emovec.cli.run import report_stage
+from emovec.compare import compare
+from emovec.report.compare import render_compare
 from emovec.run import load_config, run, stamp_path
 from emovec.run.config import default_text, defaults
 from emovec.run.stages import capture_layers
@@ -122,6 +124,11 @@ def test_run_skips_fresh_stages_and_reruns_what_changed(setup: Path) -> None:
     assert (out / "report.html").exists() and (out / "results" / "steering_validation.json").exists()
     assert not any(out.rglob("*.tmp"))
     checksum = vectors_checksum(out)
+    data = compare([out, out])  # the comparison of a run with itself: identical geometry, absent results are None
+    assert data["rsa"]["r"][0][1] == pytest.approx(1.0) and data["runs"][0]["headline"] is None
+    assert data["runs"][0]["steering_validation"]["dominance"] is not None
+    page = render_compare(data, setup / "compare.html").read_text()
+    assert "Content-Security-Policy" in page and "<script" not in page and "http" not in page.split("</head>")[1]
     stamp = stamp_path(out, "validate-steering").read_text()
     again = run(cfg, faces=FACES)
     assert again["stages"]["extract"]["status"] == again["stages"]["validate-steering"]["status"] == "fresh"

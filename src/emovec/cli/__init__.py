@@ -11,7 +11,7 @@ import sys
 import typer
 
 from emovec.cli import analyze, behave, corpus, extract, monitor, preferences, steer
-from emovec.cli import run as run_cli
+from emovec.cli import compare as compare_cli, run as run_cli
 from emovec.cli.common import error_line, print_error
 from emovec.errors import EmovecError
 
@@ -36,6 +36,7 @@ app.command("analyze")(analyze.analyze)
 app.command("report")(analyze.report)
 app.command("behave")(behave.behave)
 app.command("run")(run_cli.run_command)
+app.command("compare")(compare_cli.compare_command)
 
 
 def main(argv: list[str] | None = None) -> None:
