@@ -17,13 +17,19 @@ from emovec.artifact import (MANIFEST, fault_point, locked, read_json, save_resu
                              write_json_atomic)
 from emovec.errors import ConfigError
 from emovec.models import ALIASES, LoadedModel, check_device, load_model
-from emovec.run.config import Config, load_config
+from emovec.run import config as _config
+from emovec.run.config import Config
 from emovec.run.stages import STAGE_NAMES, STAGES, Context, corpus_identity, discard_capture
 
 __all__ = ["Config", "load_config", "run", "plan", "STAGES", "STAGE_NAMES", "stamp_path"]
 
 StageFn = Callable[[Path, Config], list[str]]
 Notify = Callable[[str, str], None]  # (stage, "fresh" | "running" | "done")
+
+
+def load_config(path: Path | None = None, demo: bool = False) -> Config:
+    """The validated config: `path` (TOML or YAML), else the shipped defaults (or the demo)."""
+    return _config.load_config(path, demo, STAGE_NAMES)
 
 
 def stamp_path(out: Path, stage: str) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 from importlib import resources
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def _same_type(value: object, default: object) -> bool:
     return isinstance(value, type(default))
 
 
-def validate(raw: dict[str, Any], where: str = "config") -> dict[str, dict[str, Any]]:
+def validate(raw: dict[str, Any], where: str = "config", stages: Collection[str] = ()) -> dict[str, dict[str, Any]]:
     """Merge `raw` over the defaults, refusing unknown sections/keys and values of the wrong type."""
     base = defaults()
     merged = {section: dict(values) for section, values in base.items()}
@@ -68,17 +69,15 @@ def validate(raw: dict[str, Any], where: str = "config") -> dict[str, dict[str, 
             if isinstance(default, list) and not all(_same_type(v, item) for v in value):
                 raise ConfigError(f"{where}: {name} items should be {type(item).__name__}s")
             merged[section][key] = value
-    _check_values(merged, where)
+    _check_values(merged, where, stages)
     return merged
 
 
-def _check_values(c: dict[str, dict[str, Any]], where: str) -> None:
-    """Range checks the stages would otherwise make only after the model loads."""
-    from emovec.run.stages import STAGE_NAMES  # noqa: PLC0415 (stages import this module: the one list of names)
-
+def _check_values(c: dict[str, dict[str, Any]], where: str, stages: Collection[str]) -> None:
+    """Range checks the stages would otherwise make only after the model loads (`stages`: the valid names)."""
     for stage in c["run"]["stages"]:
-        if stage not in STAGE_NAMES:
-            raise ConfigError(f"{where}: run.stages has unknown stage {stage!r}{_closest(stage, list(STAGE_NAMES))}")
+        if stages and stage not in stages:
+            raise ConfigError(f"{where}: run.stages has unknown stage {stage!r}{_closest(stage, list(stages))}")
     checks = [("extract.denoise", 0 <= c["extract"]["denoise"] < 1, "in [0, 1)"),
               ("extract.per_emotion", c["extract"]["per_emotion"] >= 0, ">= 0"),
               ("extract.offset", c["extract"]["offset"] >= 1, ">= 1"),
@@ -95,10 +94,11 @@ def _check_values(c: dict[str, dict[str, Any]], where: str) -> None:
             raise ConfigError(f"{where}: {name} = {c[section][key]!r} must be {want}")
 
 
-def load_config(path: Path | None = None, demo: bool = False) -> dict[str, dict[str, Any]]:
+def load_config(path: Path | None = None, demo: bool = False,
+                stages: Collection[str] = ()) -> dict[str, dict[str, Any]]:
     """Read and validate a config file (TOML, or YAML by suffix); None = the defaults (or the demo)."""
     if path is None:
-        return validate(tomllib.loads(default_text(DEMO_FILE)) if demo else {}, DEMO_FILE if demo else "defaults")
+        return validate(tomllib.loads(default_text(DEMO_FILE)) if demo else {}, DEMO_FILE if demo else "defaults", stages)
     try:
         text = Path(path).read_text("utf-8")
     except OSError as exc:
@@ -108,4 +108,4 @@ def load_config(path: Path | None = None, demo: bool = False) -> dict[str, dict[
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: not valid {'YAML' if Path(path).suffix in ('.yaml', '.yml') else 'TOML'}: "
                           f"{' '.join(str(exc).split())}") from None
-    return validate(raw or {}, str(path))
+    return validate(raw or {}, str(path), stages)
