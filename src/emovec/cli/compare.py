@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,7 +16,7 @@ from emovec.report.compare import render_compare
 def compare_command(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (from `emovec run`).")],
     out_file: Annotated[Path, typer.Option("--out", "-o", help="HTML page to write.")] = Path("compare.html"),
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the comparison JSON here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the comparison JSON here.")] = None,
 ) -> None:
     """Put runs side by side: headline numbers with CIs, geometry by depth, steering, preferences, timings, RSA."""
     check_output_file(out_file)

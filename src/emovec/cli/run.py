@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -22,12 +22,12 @@ def report_stage(run_dir: Path, config: Config) -> list[str]:
 
 
 def run_command(
-    config_file: Annotated[Optional[Path], typer.Argument(help="Config (TOML, or YAML by suffix); default: the defaults.", metavar="CONFIG")] = None,
+    config_file: Annotated[Path | None, typer.Argument(help="Config (TOML, or YAML by suffix); default: the defaults.", metavar="CONFIG")] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print every option with its default and exit.")] = False,
     demo: Annotated[bool, typer.Option("--demo", help="Use the shipped demo config (embedded model, sized down).")] = False,
-    stages: Annotated[Optional[list[str]], typer.Option("--stages", help="Run only these stages (repeatable or comma-separated).")] = None,
-    force: Annotated[Optional[list[str]], typer.Option("--force", help="Rerun this stage even if its result is fresh (repeatable).")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (overrides run.out).")] = None,
+    stages: Annotated[list[str] | None, typer.Option("--stages", help="Run only these stages (repeatable or comma-separated).")] = None,
+    force: Annotated[list[str] | None, typer.Option("--force", help="Rerun this stage even if its result is fresh (repeatable).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (overrides run.out).")] = None,
 ) -> None:
     """Run the whole method (extract → analyze → validate-steering → preferences → report), skipping fresh stages; rerun to resume."""
     if print_config:

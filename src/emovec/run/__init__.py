@@ -13,15 +13,29 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from emovec.artifact import (MANIFEST, fault_point, locked, read_json, save_result, sha256_json, vectors_checksum,
-                             write_json_atomic)
+from emovec.artifact import (
+    MANIFEST,
+    fault_point,
+    locked,
+    read_json,
+    save_result,
+    sha256_json,
+    vectors_checksum,
+    write_json_atomic,
+)
 from emovec.errors import ConfigError
 from emovec.models import ALIASES, LoadedModel, check_device, load_model
 from emovec.run import config as _config
 from emovec.run.config import Config
-from emovec.run.stages import STAGE_NAMES, STAGES, Context, corpus_identity, discard_capture
+from emovec.run.stages import (
+    STAGE_NAMES,
+    STAGES,
+    Context,
+    corpus_identity,
+    discard_capture,
+)
 
-__all__ = ["Config", "load_config", "run", "plan", "STAGES", "STAGE_NAMES", "stamp_path"]
+__all__ = ["STAGES", "STAGE_NAMES", "Config", "load_config", "plan", "run", "stamp_path"]
 
 StageFn = Callable[[Path, Config], list[str]]
 Notify = Callable[[str, str], None]  # (stage, "fresh" | "running" | "done")

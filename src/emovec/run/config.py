@@ -8,12 +8,12 @@ the default has. Values not given keep their defaults.
 from __future__ import annotations
 
 import difflib
-import tomllib
-from importlib import resources
 from collections.abc import Collection
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import yaml
 
 from emovec.errors import ConfigError

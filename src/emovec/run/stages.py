@@ -11,9 +11,9 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from emovec.analysis.suite import RESULT_NAME as ANALYSIS, AnalysisOptions, run_analysis
+from emovec.analysis.suite import RESULT_NAME as ANALYSIS
+from emovec.analysis.suite import AnalysisOptions, run_analysis
 from emovec.artifact import check_free_space, results_dir, save_result
 from emovec.behaviour.judge import make_judge
 from emovec.behaviour.rollouts import RolloutStore, conditions_for
@@ -22,13 +22,14 @@ from emovec.capture import projected_bytes
 from emovec.corpus import Corpus, load_corpus
 from emovec.errors import ConfigError
 from emovec.models import LoadedModel
-from emovec.preferences import RESULT_NAME as PREFERENCES, run_preferences
+from emovec.preferences import RESULT_NAME as PREFERENCES
+from emovec.preferences import run_preferences
 from emovec.preferences.run import middle_layers
 from emovec.run.config import Config
-from emovec.steering_validation import RESULT_NAME as STEERING, validate_steering
+from emovec.steering_validation import RESULT_NAME as STEERING
+from emovec.steering_validation import validate_steering
 from emovec.vectors import EmotionVectors, default_layer_for
 from emovec.vectors import extract as run_extract
-
 
 TRANSCRIPTS = 12  # behaviour rollouts kept in the results file, as `emovec behave` keeps
 
