@@ -7,7 +7,9 @@ transformers (which may download), aliases only read what pip installed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import importlib.util
 import os
 import re
@@ -367,18 +369,14 @@ def _quiet_transformers() -> Iterator[None]:
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    tqdm_env = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # the GGUF de-quantisation bar is a bare tqdm that ignores the switch above
     try:
-        yield
+        # the GGUF de-quantisation bar is a bare tqdm (ignores the switch above): its output goes nowhere
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-        if tqdm_env is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = tqdm_env
 
 
 def _hub_fingerprint(name: str) -> str | None:
