@@ -214,6 +214,22 @@ def check_context(lm: LoadedModel, n_tokens: int, cap: int | None = None) -> Non
                           param="max_tokens")
 
 
+def parse_layer_spec(spec: str, num_layers: int, param: str = "layers") -> list[int]:
+    """`20`, `5-20` or `0,5,10-12` → the sorted layer indices, each checked to exist in a model of `num_layers`."""
+    layers: set[int] = set()
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            layers.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ConfigError(f"{param} {spec!r}: expected e.g. '20', '5-20' or '0,5,10-12'", param=param) from None
+    bad = [x for x in sorted(layers) if not 0 <= x < num_layers]
+    if bad or not layers:
+        raise ConfigError(f"{param}: layer {bad[0] if bad else '(none)'} out of range (this model has layers "
+                          f"0..{num_layers - 1})", param=param)
+    return sorted(layers)
+
+
 def check_device(device: str) -> str:
     """`cpu`, `auto`, `cuda` or `cuda:N`, checked against this machine before anything loads."""
     m = re.fullmatch(r"cuda(?::(\d+))?", device)

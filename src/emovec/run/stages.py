@@ -20,8 +20,7 @@ from emovec.behaviour.rollouts import RolloutStore, conditions_for
 from emovec.behaviour.runner import BehaveConfig, run_behave
 from emovec.capture import projected_bytes
 from emovec.corpus import Corpus, load_corpus
-from emovec.errors import ConfigError
-from emovec.models import LoadedModel
+from emovec.models import LoadedModel, parse_layer_spec
 from emovec.preferences import RESULT_NAME as PREFERENCES
 from emovec.preferences import run_preferences
 from emovec.preferences.run import middle_layers
@@ -55,25 +54,11 @@ def capture_layers(config: Config, num_layers: int) -> list[int] | None:
     if spec == "all" or ("analyze" in stages and config["analyze"]["sweep"]):
         return None
     if spec != "needed":
-        return _layer_spec(spec, num_layers)
+        return parse_layer_spec(spec, num_layers, "extract.layers")
     keep = {default_layer_for(num_layers)}
     if "preferences" in stages:
         keep |= set(middle_layers(num_layers))
     return sorted(keep)
-
-
-def _layer_spec(spec: str, num_layers: int) -> list[int]:
-    """`20`, `5-20` or `0,5,10-12` → sorted layer indices of this model."""
-    layers: set[int] = set()
-    try:
-        for part in spec.split(","):
-            lo, _, hi = part.strip().partition("-")
-            layers.update(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise ConfigError(f"extract.layers = {spec!r}: expected 'needed', 'all', '20', '5-20' or '0,5,10-12'") from None
-    if not layers or not all(0 <= x < num_layers for x in layers):
-        raise ConfigError(f"extract.layers = {spec!r}: this model has layers 0..{num_layers - 1}")
-    return sorted(layers)
 
 
 def corpus_of(config: Config) -> Corpus:
