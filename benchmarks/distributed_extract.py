@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from emovec.capture import projected_bytes
+from emovec.storage import projected_bytes
 from emovec.vectors import EmotionVectors, analysis_layers
 
 ROOT = Path(__file__).resolve().parents[1]

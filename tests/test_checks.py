@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from emovec.checks import (Lexicon, check_corpus, default_synonyms_path, dialogue_layout_problem, inflections,
-                           jaccard, load_synonyms, near_duplicate_pairs, shingles, whole_words)
+                           load_synonyms, whole_words)
+from emovec.corpus_stats import jaccard, near_duplicate_pairs, shingles
 from emovec.cli import main
 from emovec.concepts import concepts
 from emovec.corpus import builtin_dir, load_corpus

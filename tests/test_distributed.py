@@ -145,7 +145,8 @@ def test_embedded_model_two_ranks_identical(env: dict[str, Path], tmp_path: Path
 
 
 def test_float16_storage_halves_the_means_and_keeps_their_values(tmp_path: Path) -> None:
-    from emovec.capture import capture_document_means, projected_bytes
+    from emovec.capture import capture_document_means
+    from emovec.storage import projected_bytes
 
     lm = make_llama()
     texts = [f"story {i} " + "the cat sat " * (8 + i) for i in range(6)]

@@ -236,3 +236,63 @@ def test_corpus_check_reports_over_long_records(tmp_path: Path) -> None:
     path.write_text(json.dumps({"emotion": "calm", "text": "slow " * 600}) + "\n")
     report = check_corpus([path], tokenizer=byte_tokenizer())
     assert [v.kind for v in report.violations] == ["long"] and "extraction reads only the first 2048" in report.violations[0].detail
+
+
+def _mount_tmpfs(path: Path, options: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize(("options", "message"), [("size=64k", "only 0.00 GiB is free"),
+                                                  ("ro,size=1m", "cannot write here")])
+def test_full_or_read_only_disk_refused_before_any_work(env, tmp_path, options, message) -> None:  # noqa: ANN001
+    """A capture that would not fit, or a read-only file system, is refused before the model loads."""
+    mnt = tmp_path / "mnt"
+    if not _mount_tmpfs(mnt, options):
+        pytest.skip("cannot mount a tmpfs here (needs root and mount permission)")
+    try:
+        done = extract_cli(env, mnt / "art")
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_monitor_html_into_a_missing_folder_is_written(env, capsys, monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    page = tmp_path / "new" / "deeper" / "heat.html"
+    code, _, err = run(capsys, monkeypatch, "monitor", env["art"], "--model", env["model"], "--text", "hello there",
+                       "--html", page)
+    assert code == 0, err
+    assert page.read_text("utf-8").startswith("<!doctype html>")
+
+
+def test_tampered_results_stay_inert_in_the_report(env, tmp_path) -> None:  # noqa: ANN001
+    """A results file edited to carry a script (the old unescaped `steered_tokens` field) renders as text, and
+    the page's CSP allows only its own script by hash."""
+    from emovec.report import render_report
+
+    art = tmp_path / "art"
+    EmotionVectors.load(env["art"]).save(art)
+    evil = "<script>alert(1)</script>"
+    save_result(art, "steering_validation", {
+        "emotions": ["calm", "happy"], "layer": 2, "strength": 0.5, "frame": "chat",
+        "dominance": {"rows_diagonal_max": 1, "columns_diagonal_max": 1, "diagonal_mean": 1, "off_diagonal_mean": 0},
+        "prompts": [{"user": evil, "prefill": evil, "steered_tokens": evil, "delta": [[1, 0], [0, 1]],
+                     "dominance": {"rows_diagonal_max": 1, "columns_diagonal_max": 1, "diagonal_mean": 1,
+                                   "off_diagonal_mean": 0}}]})
+    path, _ = render_report(art, tmp_path / "r.html")
+    html = path.read_text("utf-8")
+    assert evil not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    csp = html.split('http-equiv="Content-Security-Policy" content="')[1].split('"')[0]
+    assert "script-src 'sha256-" in csp and "unsafe-inline" not in csp.split("script-src")[1]
+
+
+@pytest.mark.integration
+def test_model_loading_is_quiet_and_errors_are_one_line(tmp_path) -> None:  # noqa: ANN001
+    """Loading the embedded GGUF prints no third-party progress bar; so an error is the only line on stderr."""
+    done = subprocess.run([*CLI, "corpus", "check", str(tmp_path / "missing.jsonl")], capture_output=True, text=True)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    probe = subprocess.run([sys.executable, "-c", "from emovec.models import load_model; load_model('smollm2-135m')"],
+                           capture_output=True, text=True, timeout=600)
+    assert probe.returncode == 0 and probe.stderr.strip() == "", probe.stderr[-500:]

@@ -419,3 +419,65 @@ def test_concurrency_8_is_at_least_6x_faster_than_1(endpoint: FakeEndpoint, tmp_
     print(f"generation concurrency: 1 → {seconds[1]:.2f}s, 8 → {seconds[8]:.2f}s, ratio {seconds[1] / seconds[8]:.2f}")
     assert endpoint.max_in_flight == 8 and len(endpoint.requests) == 32
     assert seconds[1] / seconds[8] >= 6.0
+
+
+STAND_IN_VLLM = '''"""A stand-in for vLLM's offline API (LLM, SamplingParams, LLM.chat) that echoes what it was asked."""
+__version__ = "stand-in"
+calls = []
+
+
+class SamplingParams:
+    def __init__(self, temperature, top_p, max_tokens, seed):
+        self.temperature, self.top_p, self.max_tokens, self.seed = temperature, top_p, max_tokens, seed
+
+
+class _Out:
+    def __init__(self, text, finish_reason):
+        self.text, self.finish_reason = text, finish_reason
+
+
+class _Request:
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+
+class LLM:
+    def __init__(self, model, tensor_parallel_size, dtype, trust_remote_code):
+        self.model = model
+
+    def chat(self, conversations, params, use_tqdm):
+        calls.append((conversations, params))
+        return [_Request([_Out("" if "empty" in c[0]["content"] else f"seed {p.seed}: " + "word " * p.max_tokens,
+                               "length" if p.max_tokens < 5 else "stop")])
+                for c, p in zip(conversations, params)]
+'''
+
+
+def test_vllm_writer_needs_vllm(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without vLLM installed, --writer vllm fails in one line that says how to get it."""
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import fails, as on a machine without the extra
+    monkeypatch.setattr(sys, "argv", ["emovec", "generate", "stories", "--writer", "vllm", "--model", "m",
+                                      "--out", str(tmp_path / "s.jsonl")])
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and err.startswith("error: --writer") and "emovec[vllm]" in err and "\n" not in err
+
+
+def test_vllm_writer_batches_one_chat_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against a stand-in of vLLM's offline API: all requests go in one chat call with their own seeds and
+    limits, replies come back in order, a length stop marks truncation and an empty reply is an error."""
+    (tmp_path / "vllm.py").write_text(STAND_IN_VLLM)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    from emovec.writers import VLLMWriter
+    writer = VLLMWriter("some/model", tensor_parallel=2)
+    requests = [Request("a", "write", 7, 3), Request("b", "write", 8, 9), Request("c", "empty please", 9, 9)]
+    replies = writer.write(requests, Sampling(temperature=1.0, top_p=0.95))
+    import vllm
+    assert len(vllm.calls) == 1 and [p.seed for p in vllm.calls[0][1]] == [7, 8, 9]
+    assert isinstance(replies[0], Reply) and replies[0].truncated and replies[0].text.startswith("seed 7")
+    assert isinstance(replies[1], Reply) and not replies[1].truncated
+    assert isinstance(replies[2], WriterError) and "c:" in str(replies[2])
+    assert writer.provenance()["tensor_parallel"] == 2 and writer.name == "vllm:some/model"

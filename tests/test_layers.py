@@ -14,11 +14,12 @@ import emovec
 ROOT = Path(emovec.__file__).parent
 # module (or package prefix) → layer; a module may import its own layer's modules and any lower layer's
 LAYERS = {
-    "core": ["data", "errors", "artifact", "concepts", "corpus", "corpus_stats", "checks", "ratings", "models"],
-    "mechanics": ["hooks", "prompts", "readout", "sampling", "capture"],
+    "core": ["data", "errors", "artifact", "concepts", "corpus", "corpus_stats", "checks", "ratings", "models",
+             "dialogues", "dialogue_checks"],
+    "mechanics": ["storage", "hooks", "prompts", "readout", "sampling", "capture"],
     "method": ["vectors", "steering", "monitor", "export", "chat", "steering_validation", "analysis", "preferences",
                "generate", "writers", "evaluate", "controls", "behaviour", "speakers", "shift", "run", "compare",
-               "distributed"],
+               "distributed", "deflection", "mixed_probe", "generate_speakers"],
     "faces": ["report", "cli", "serve", "__main__"],
 }
 ORDER = list(LAYERS)

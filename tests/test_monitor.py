@@ -162,4 +162,4 @@ def test_heatmap_works_in_headless_chromium(tiny_llama: LoadedModel, tmp_path: P
     assert log.loaded and log.exceptions == [] and log.console_errors == [] and log.network_requests == []
     assert log.values["before"].startswith("rgba(") and log.values["after"] != log.values["before"]
     assert "afraid" in log.values["tip"] and "top:" in log.values["tip"]
-    assert log.values["injected"] == 1 and log.values["spans"] == len(result.transcript.pieces)
+    assert log.values["injected"] == 2 and log.values["spans"] == len(result.transcript.pieces)  # data + our script

@@ -100,11 +100,11 @@ def test_stale_results_are_not_shown_as_current(built, tmp_path):
     art = tmp_path / "art"
     built["vecs"].save(art)
     save_result(art, "analysis", built["result"])
-    assert [a.why for a in report_mod.render_report(art, tmp_path / "a.html")[1]] == ["missing", "missing"]
+    assert [a.why for a in report_mod.render_report(art, tmp_path / "a.html")[1]] == ["missing"] * (len(report_mod.SECTIONS) - 1)
     other = small_vectors(built["lm"], planted_layer=1, seed=3)
     other.save(art)  # new vectors, old results
     path, absent = report_mod.render_report(art, tmp_path / "b.html")
-    assert [(a.title, a.why) for a in absent][0] == ("Validation and geometry", "stale")
+    assert ("Validation and geometry", "stale") in [(a.title, a.why) for a in absent]
     html = path.read_text("utf-8")
     assert 'id="a-summary"' not in html and "computed from other vectors" in html
 

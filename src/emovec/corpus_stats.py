@@ -114,16 +114,14 @@ def balance(emotions: Sequence[str], topics: Sequence[str], texts: Sequence[str]
     return {"per_emotion": per, "topic_use": [min(use.values()), max(use.values())] if use else None}
 
 
-def style_confounds(emotions: Sequence[str], texts: Sequence[str], permutations: int = 20,
+def style_confounds(emotions: Sequence[str], texts: Sequence[str], permutations: int = 100,
                     seed: int = 0) -> dict[str, object] | None:
     """Can surface features alone tell the paper's emotion clusters apart? Cross-validated accuracy of a
-    logistic regression on `SURFACE` features, against the same with shuffled cluster labels (the null), and
+    linear discriminant on `SURFACE` features, against the same with shuffled cluster labels (the null), and
     each feature's Kruskal–Wallis effect size ε² across clusters. None with too few stories to test."""
     from scipy.stats import kruskal
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     c = concepts()
     keep = [i for i, e in enumerate(emotions) if e in c.emotions]
@@ -132,7 +130,7 @@ def style_confounds(emotions: Sequence[str], texts: Sequence[str], permutations:
     if len(counts) < 2 or min(counts.values()) < 5:
         return None
     x = np.array([surface_features(texts[i]) for i in keep])
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    model = LinearDiscriminantAnalysis()
     folds = StratifiedKFold(5, shuffle=True, random_state=seed)
     accuracy = float(cross_val_score(model, x, labels, cv=folds).mean())
     rng = np.random.default_rng(seed)

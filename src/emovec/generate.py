@@ -24,7 +24,8 @@ from typing import Protocol
 import yaml
 
 from emovec.artifact import write_json_atomic
-from emovec.checks import Lexicon, dialogue_layout_problem, normalize
+from emovec.checks import Lexicon, dialogue_layout_problem
+from emovec.corpus_stats import normalize
 from emovec.concepts import check_emotions, concepts
 from emovec.corpus import load_neutral, load_stories
 from emovec.errors import ConfigError, CorpusError

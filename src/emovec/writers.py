@@ -1,6 +1,7 @@
 """Writers: the models that write corpus text for `emovec.generate` — a local transformers model
-(`LocalWriter`, batched seeded sampling) or any OpenAI-compatible chat endpoint (`EndpointWriter`: vLLM,
-llama.cpp server, Ollama; bounded concurrency, retries with exponential backoff on 429/5xx and timeouts).
+(`LocalWriter`, batched seeded sampling), any OpenAI-compatible chat endpoint (`EndpointWriter`: vLLM,
+llama.cpp server, Ollama; bounded concurrency, retries with exponential backoff on 429/5xx and timeouts), or
+vLLM's offline batch engine in this process (`VLLMWriter`, the optional `vllm` extra) for paper-scale corpora.
 """
 
 from __future__ import annotations
@@ -197,6 +198,46 @@ class LocalWriter:
             ended = bool(row) and row[-1] in stops
             text = self.lm.tokenizer.decode(row[:-1] if ended else row, skip_special_tokens=True)  # type: ignore[attr-defined]
             replies.append(Reply(text, not ended))
+        return replies
+
+
+class VLLMWriter:
+    """vLLM's offline engine (`vllm.LLM`) in this process: every request of a call goes to one `LLM.chat`, which
+    schedules them with continuous batching across the GPU(s); each request keeps its own seed. Needs the
+    optional extra (`pip install 'emovec[vllm]'`, Linux with CUDA); vLLM's own scheduler, not ours."""
+
+    def __init__(self, model: str, tensor_parallel: int = 1, dtype: str = "auto", chunk: int = 1024,
+                 trust_remote_code: bool = False) -> None:
+        if tensor_parallel < 1 or chunk < 1:
+            bad = "tensor_parallel" if tensor_parallel < 1 else "chunk"
+            raise ConfigError(f"{bad} must be at least 1", param=bad)
+        try:
+            import vllm
+        except ImportError:
+            raise ConfigError("the vllm writer needs vLLM installed: pip install 'emovec[vllm]' (Linux, CUDA GPU); "
+                              "or serve the model with `vllm serve` and use the endpoint writer",
+                              param="writer") from None
+        self.vllm, self.model, self.parallel = vllm, model, chunk
+        self.name = f"vllm:{model}"
+        self.llm = vllm.LLM(model=model, tensor_parallel_size=tensor_parallel, dtype=dtype,
+                            trust_remote_code=trust_remote_code)
+        self.tensor_parallel, self.dtype = tensor_parallel, dtype
+
+    def provenance(self) -> dict[str, object]:
+        return {"type": "vllm", "model": self.model, "vllm": getattr(self.vllm, "__version__", "unknown"),
+                "tensor_parallel": self.tensor_parallel, "dtype": self.dtype}
+
+    def write(self, requests: Sequence[Request], sampling: Sampling) -> list[Reply | WriterError]:
+        """One batched `chat` call; a reply is truncated when vLLM stopped it at the token limit."""
+        params = [self.vllm.SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
+                                           max_tokens=r.max_tokens, seed=r.seed) for r in requests]
+        outputs = self.llm.chat([[{"role": "user", "content": r.prompt}] for r in requests], params,
+                                use_tqdm=False)
+        replies: list[Reply | WriterError] = []
+        for request, output in zip(requests, outputs):
+            done = output.outputs[0] if output.outputs else None
+            replies.append(Reply(done.text, done.finish_reason == "length") if done and done.text.strip()
+                           else WriterError(f"{request.label}: vLLM returned an empty reply"))
         return replies
 
 

@@ -10,7 +10,9 @@ import sys
 
 import typer
 
-from emovec.cli import analyze, behave, corpus, extract, monitor, preferences, steer
+from emovec.cli import analyze, behave, corpus, evaluate, extract, monitor, preferences, serve, speakers, steer
+from emovec.cli import compare as compare_cli
+from emovec.cli import run as run_cli
 from emovec.cli.common import error_line, print_error
 from emovec.errors import EmovecError
 
@@ -34,6 +36,13 @@ app.command("preferences")(preferences.preferences)
 app.command("analyze")(analyze.analyze)
 app.command("report")(analyze.report)
 app.command("behave")(behave.behave)
+app.command("speakers")(speakers.speakers)
+app.command("deflection")(speakers.deflection)
+app.command("shift")(speakers.shift_command)
+app.command("evaluate")(evaluate.evaluate_command)
+app.command("serve")(serve.serve_command)
+app.command("run")(run_cli.run_command)
+app.command("compare")(compare_cli.compare_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,15 +7,19 @@ that makes it. Options `analyze` is not given keep those of the stored analysis.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
+from emovec.analysis.evidence import EvidenceOptions, run_evidence
+from emovec.analysis.evidence import RESULT_NAME as EVIDENCE_NAME
 from emovec.analysis.suite import AnalysisOptions, RESULT_NAME, run_analysis
 from emovec.artifact import check_output_dir, check_output_file, load_result, locked, results_dir, save_result
-from emovec.cli.common import (AllowHubOpt, BoundModelOpt, bind_model, load_vectors, out, preflight, progress_bar)
+from emovec.cli.common import (AllowHubOpt, BoundModelOpt, bind_model, console, load_vectors, out, preflight,
+                               progress_bar)
 from emovec.errors import ConfigError
 from emovec.report import render_report
 from emovec.report.analysis import summary_rows
@@ -70,6 +74,10 @@ def analyze(
     bootstrap: BootOpt = None, seed: SeedOpt = None, clusters: KOpt = None, lens: LensOpt = None,
     raw: RawOpt = None, batch_size: BatchOpt = None, dtype: DtypeOpt = "auto", device: DeviceOpt = "cpu",
     allow_hub: AllowHubOpt = False,
+    permutations: Annotated[int, typer.Option(help="Shuffled-label permutations (and story bootstraps) for the "
+                                                   "controls; 0 skips the controls.", min=0)] = 200,
+    standardise: Annotated[bool, typer.Option(help="Controls on vectors standardised per dimension against "
+                                                   "neutral-text statistics.")] = False,
 ) -> None:
     """Validate vectors (paper §4): geometry, human norms, probes, logit lens, top passages, layer sweep.
 
@@ -83,6 +91,10 @@ def analyze(
         check_output_file(json_out, "json_out")
     vecs = load_vectors(artifact)
     check_output_dir(results_dir(artifact))
+    if permutations and not (artifact / "capture" / "stories" / "tail.npy").exists():
+        console.print(f"warning: {artifact} keeps no per-story means (capture/ removed), so the controls (nulls, "
+                  "lexical baselines, reliability) are skipped; rerun the extraction to get them", style="yellow")
+        permutations = 0
     preflight(vecs, model, device, allow_hub)
     with locked(artifact):
         lm = bind_model(vecs, model, dtype, device, allow_hub)
@@ -92,8 +104,36 @@ def analyze(
             result = run_analysis(vecs, lm, options, log=lambda m: bar.console.print(m),
                                   passage_progress=lambda docs, _tokens: bar.update(task, advance=docs))
         path = save_result(artifact, RESULT_NAME, result, json_out)
+        evidence = None
+        if permutations:
+            t0 = time.perf_counter()
+            evidence = run_evidence(artifact, vecs, lm, result["layer"],  # type: ignore[arg-type]
+                                    EvidenceOptions(n_perm=permutations, n_boot=permutations, seed=options.seed,
+                                                    denoised=not options.raw, standardise=standardise),
+                                    log=out.print)
+            evidence["timing_s"]["total"] = round(time.perf_counter() - t0, 2)  # type: ignore[index]
+            save_result(artifact, EVIDENCE_NAME, evidence)
     out.print(f"results: {path}" + (f" and {json_out}" if json_out else ""))
     print_summary(result)
+    if evidence:
+        print_verdicts(evidence)
+
+
+def print_verdicts(ev: dict) -> None:
+    """The verdict table: ours [CI] · null · lexical baseline · paper · verdict."""
+    table = Table(title=f"evidence · layer {ev['layer']} · {ev['options']['n_perm']} shuffles")
+    for col in ("criterion", "ours [95% CI]", "null q95 (p)", "lexical best", "paper", "verdict"):
+        table.add_column(col, overflow="fold")
+    for r in ev["criteria"]:
+        ci = f" [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]" if r.get("ci") else ""
+        lex = r.get("lexical_best")
+        table.add_row(r["label"], f"{r['ours']:.2f}{ci}", f"{r['null_q95']:.2f} (p={r['p']:.3f})",
+                      f"{lex['value']:.2f} ({lex['name']})" if lex else "—", r["paper"], r["verdict"])
+    out.print(table)
+    out.print(f"rule: {ev['verdict_rule']}")
+    if ev.get("layer_choice"):
+        out.print(f"layer choice: {ev['layer_choice']['why']}")
+    out.print(f"controls took {ev['timing_s']}")
 
 
 def print_summary(r: dict) -> None:

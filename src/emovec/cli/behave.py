@@ -9,44 +9,16 @@ import typer
 from rich.table import Table
 
 from emovec.artifact import save_result
-from emovec.behaviour import engine
 from emovec.behaviour.judge import make_judge
 from emovec.behaviour.rollouts import RolloutStore, conditions_for
 from emovec.behaviour.runner import BehaveConfig, run_behave
-from emovec.cli.common import out, progress_bar
+from emovec.cli.common import (bind_model, csv_list, float_list, load_vectors, out, parse_layers, preflight,
+                               progress_bar)
+from emovec.steering import check_strength
 from emovec.errors import ConfigError
 
 TRANSCRIPTS = 12  # rollouts kept in the results file for the report's transcript viewer
 
-
-
-def _floats(spec: str | None, flag: str) -> list[float]:
-    if not spec:
-        return []
-    try:
-        return [float(v) for v in spec.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag} {spec!r}: expected numbers separated by commas, e.g. -0.1,-0.05,0,0.05,0.1") from None
-
-
-def _names(spec: str | None) -> list[str]:
-    return [v.strip() for v in (spec or "").split(",") if v.strip()]
-
-
-def _layers(spec: str | None, num_layers: int) -> list[int] | None:
-    if not spec:
-        return None
-    chosen: set[int] = set()
-    try:
-        for part in spec.split(","):
-            lo, _, hi = part.strip().partition("-")
-            chosen.update(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise ConfigError(f"--layers {spec!r}: expected e.g. 20, 16-20 or 14,18,20") from None
-    bad = [x for x in sorted(chosen) if not 0 <= x < num_layers]
-    if bad:
-        raise ConfigError(f"--layers: layer {bad[0]} out of range (this model has layers 0..{num_layers - 1})")
-    return sorted(chosen)
 
 
 def _cell(r: dict | None) -> str:
@@ -103,12 +75,14 @@ def behave(
     """Behaviour evals under steering (paper §6): reward hacking on impossible code, blackmail, sycophancy."""
     if sweep and steer:
         raise ConfigError("give either --steer or --sweep, not both")
-    conditions = conditions_for(steer or [], _names(sweep), _floats(strengths, "--strengths"))
-    vecs = engine.load_vectors(str(artifact))
-    lm = engine.load_model(model or vecs.model.id, dtype=dtype, device=device)
-    vecs.check_compatible(lm)
-    config = BehaveConfig(eval_name, conditions, samples, _layers(layers, lm.spec.num_layers), seed, max_new_tokens,
-                          temperature, attempts, batch_size, tuple(_names(readout)), items=_names(items) or None,
+    conditions = conditions_for(steer or [], csv_list(sweep) or [],
+                                [check_strength(v, "--strengths", "strengths") for v in float_list(strengths, "--strengths")]
+                                if strengths else [])
+    vecs = load_vectors(artifact)
+    preflight(vecs, model, device)
+    lm = bind_model(vecs, model, dtype, device)
+    config = BehaveConfig(eval_name, conditions, samples, parse_layers(layers, lm.spec.num_layers), seed, max_new_tokens,
+                          temperature, attempts, batch_size, tuple(csv_list(readout) or []), items=csv_list(items) or None,
                           questions=questions, grader_accuracy=grader_accuracy)
     the_judge = make_judge(judge or ("local" if eval_name == "sycophancy" else None), lm, judge_model, judge_key_env)
     target = out_dir or artifact / "results" / f"behaviour-{eval_name}"

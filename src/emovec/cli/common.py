@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from emovec.errors import ConfigError, EmovecError
-from emovec.models import LoadedModel, check_device, load_model
+from emovec.models import LoadedModel, check_device, load_model, parse_layer_spec
 from emovec.vectors import EmotionVectors, analysis_layers
 
 # markup, emoji and highlighting off: names, paths and model text are printed exactly as they are
@@ -63,18 +63,7 @@ def parse_layers(spec: str | None, num_layers: int) -> list[int] | None:
         return None
     if spec == "analysis":
         return analysis_layers(num_layers)
-    layers: set[int] = set()
-    try:
-        for part in spec.split(","):
-            lo, _, hi = part.strip().partition("-")
-            layers.update(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise ConfigError(f"--layers {spec!r}: expected e.g. 'all', '20', '5-20' or '0,5,10-12'") from None
-    bad = [x for x in sorted(layers) if not 0 <= x < num_layers]
-    if bad or not layers:
-        raise ConfigError(f"--layers: layer {bad[0] if bad else '(none)'} out of range (this model has layers "
-                          f"0..{num_layers - 1})")
-    return sorted(layers)
+    return parse_layer_spec(spec, num_layers)
 
 
 def csv_list(value: str | None) -> list[str] | None:

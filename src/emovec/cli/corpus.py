@@ -14,12 +14,15 @@ from emovec.checks import CorpusReport, Lexicon, check_corpus
 from emovec.cli.common import DeviceOpt, DtypeOpt, RemoteOpt, csv_list, out, progress_bar
 from emovec.concepts import concepts
 from emovec.corpus import builtin_dir
+from emovec.dialogue_checks import check_speaker_file
+from emovec.dialogues import DEFLECTION_TARGETS, builtin_speaker_files, kind_of_file
 from emovec.errors import ConfigError
 from emovec.generate import GenerationConfig, load_prompts, parse_topics
 from emovec.generate import generate as run_generate
+from emovec.generate_speakers import generate_speakers, load_speaker_prompts, plan_deflection, plan_dialogues
 from emovec.models import check_device, load_model
 from emovec.sampling import Sampling
-from emovec.writers import EndpointWriter, LocalWriter
+from emovec.writers import EndpointWriter, LocalWriter, VLLMWriter, Writer
 
 
 def _spread(s: object) -> str:
@@ -74,7 +77,7 @@ def print_corpus_report(report: CorpusReport, max_rows: int = 50) -> None:
 
 
 def corpus_check(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="Story/neutral JSONL files or directories (default: the built-in corpus).")] = None,
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Story/neutral JSONL files or directories, two-speaker dialogue or deflection JSONL files (default: the built-in corpora).")] = None,
     tokenizer: Annotated[str, typer.Option(help="Model whose tokenizer counts tokens: alias, .gguf, directory or hub id.")] = "smollm2-135m",
     min_tokens: Annotated[int, typer.Option(help="Fewest tokens a story may have (capture averages from token 50).")] = 60,
     near_dup: Annotated[float, typer.Option(help="Word 4-gram Jaccard from which two texts are near duplicates.")] = 0.5,
@@ -86,11 +89,21 @@ def corpus_check(
         raise ConfigError(f"--near-dup {near_dup}: must be in (0, 1]")
     if json_out:
         check_output_file(json_out, "json_out")
-    report = check_corpus(paths or [builtin_dir()], tokenizer, min_tokens, near_dup, synonyms)
-    print_corpus_report(report)
+    chosen = list(paths) if paths else [builtin_dir(), *builtin_speaker_files()]
+    speaker_files = [(p, kind) for p in chosen if p.is_file() and (kind := kind_of_file(p))]
+    story_paths = [p for p in chosen if p not in {f for f, _ in speaker_files}]
+    report = check_corpus(story_paths, tokenizer, min_tokens, near_dup, synonyms) if story_paths else None
+    if report:
+        print_corpus_report(report)
+    lexicon = Lexicon.load(synonyms)
+    speaker_reports = [check_speaker_file(p, kind, lexicon, near_dup) for p, kind in speaker_files]
+    for sr in speaker_reports:
+        for v in sr.violations[:20]:
+            out.print(f"{sr.files[0]}: {v.kind} {v.id}: {v.detail}", soft_wrap=True, highlight=False)
+        out.print(sr.summary_line(), soft_wrap=True)
     if json_out:
-        write_json_atomic(json_out, report.to_dict())
-    if not report.passed:
+        write_json_atomic(json_out, {**(report.to_dict() if report else {}), "speakers": [sr.to_dict() for sr in speaker_reports]})
+    if (report and not report.passed) or any(not sr.passed for sr in speaker_reports):
         raise typer.Exit(1)
 
 
@@ -115,10 +128,30 @@ class JobProgress:
         self.bar.console.print(text, soft_wrap=True)
 
 
+def make_writer(chosen: str, model: str | None, base_url: str | None, api_key_env: str | None, concurrency: int,
+                timeout: float, retries: int, batch_size: int, tensor_parallel: int, dtype: str, device: str,
+                trust_remote_code: bool) -> Writer:
+    """The writer the flags ask for, checked before anything loads."""
+    if chosen == "endpoint":
+        if not base_url or not model:
+            raise ConfigError("the endpoint writer needs --base-url and --model")
+        return EndpointWriter(base_url, model, api_key_env, concurrency, timeout, retries)
+    if chosen not in ("local", "vllm"):
+        raise ConfigError(f"unknown writer {chosen!r} (choose from: local, endpoint, vllm)")
+    if base_url or api_key_env:
+        raise ConfigError("--base-url and --api-key-env are for the endpoint writer; drop them or use --writer endpoint")
+    if chosen == "vllm":
+        if not model:
+            raise ConfigError("the vllm writer needs --model (a hub id or a local model directory)")
+        return VLLMWriter(model, tensor_parallel, dtype, trust_remote_code=trust_remote_code)
+    return LocalWriter(load_model(model or "smollm2-135m", dtype=dtype, device=device,
+                                  trust_remote_code=trust_remote_code), batch_size)
+
+
 def generate(
-    kind: Annotated[str, typer.Argument(help="stories or neutral.")],
+    kind: Annotated[str, typer.Argument(help="stories, neutral, dialogues (two-speaker Person/AI) or deflection.")],
     out_file: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to append to; rerun the same command to resume.")],
-    writer: Annotated[Optional[str], typer.Option(help="local (a transformers model) or endpoint (OpenAI-compatible; the default when --base-url is given).")] = None,
+    writer: Annotated[Optional[str], typer.Option(help="local (a transformers model), endpoint (OpenAI-compatible; the default when --base-url is given) or vllm (vLLM's offline batch engine, optional extra).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="local: alias, .gguf, directory or hub id (default smollm2-135m); endpoint: the model name to request.")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="Endpoint base URL, e.g. http://127.0.0.1:8000/v1.")] = None,
     api_key_env: Annotated[Optional[str], typer.Option(help="Environment variable holding the endpoint's API key.")] = None,
@@ -127,7 +160,7 @@ def generate(
     retries: Annotated[int, typer.Option(help="Retries per request on HTTP 5xx/429, timeouts, bad or empty replies.")] = 4,
     emotions: Annotated[Optional[str], typer.Option(help="Comma-separated emotions (stories; default: all 171).")] = None,
     topics: Annotated[str, typer.Option(help="Paper topic numbers: all, 7, 1-10 or 1,5,20-25.")] = "all",
-    per_topic: Annotated[int, typer.Option(help="Items per (emotion, topic) for stories, per topic for dialogues.")] = 1,
+    per_topic: Annotated[int, typer.Option(help="Items per (emotion, topic) for stories, per topic for neutral dialogues; dialogues: how many; deflection: per (target, condition).")] = 1,
     stories_per_call: Annotated[int, typer.Option(help="Items asked for in one prompt (the paper's n_stories).")] = 1,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 1.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.95,
@@ -138,31 +171,37 @@ def generate(
     synonyms: Annotated[Optional[Path], typer.Option(help="Synonym list for the leakage filter (default: the shipped one).")] = None,
     prompts: Annotated[Optional[Path], typer.Option(help="Prompt YAML with version, story, neutral (default: the paper's).")] = None,
     batch_size: Annotated[int, typer.Option(help="Local writer: prompts sampled at once.")] = 4,
+    tensor_parallel: Annotated[int, typer.Option(help="vllm writer: GPUs one model replica spans.")] = 1,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "cpu",
     trust_remote_code: RemoteOpt = False,
 ) -> None:
     """Write stories or neutral dialogues with a local model or an OpenAI-compatible endpoint (paper §3.1, §3.4)."""
     chosen = writer or ("endpoint" if base_url else "local")
+    if kind in ("dialogues", "deflection"):
+        speaker_sampling = Sampling(temperature=temperature, top_p=top_p)
+        plans = (plan_dialogues(csv_list(emotions) or concepts().focal, per_topic, seed) if kind == "dialogues"
+                 else plan_deflection(csv_list(emotions) or DEFLECTION_TARGETS, per_topic, seed))
+        check_output_file(out_file)
+        check_device(device)
+        speaker_prompts, lexicon = load_speaker_prompts(prompts), Lexicon.load(synonyms)
+        the_writer = make_writer(chosen, model, base_url, api_key_env, concurrency, timeout, retries, batch_size,
+                                 tensor_parallel, dtype, device, trust_remote_code)
+        got = generate_speakers(the_writer, out_file, plans, kind, speaker_sampling, lexicon, speaker_prompts,
+                                max_tokens=max_tokens or 900, seed=seed)
+        out.print(f"wrote {got['written']} {kind} records to {got['out']} in {got['calls']} calls ({got['skipped']} "
+                  f"already there); dropped: {got['dropped'] or 'none'}; missing: {len(got['missing'])}", soft_wrap=True)
+        return
     if kind not in ("stories", "neutral"):
-        raise ConfigError(f"unknown kind {kind!r} (choose from: stories, neutral)")
+        raise ConfigError(f"unknown kind {kind!r} (choose from: stories, neutral, dialogues, deflection)")
     story_emotions = tuple(csv_list(emotions) or concepts().emotions) if kind == "stories" else tuple(csv_list(emotions) or ())
     config = GenerationConfig(kind, story_emotions, parse_topics(topics), per_topic, stories_per_call,
                               Sampling(temperature=temperature, top_p=top_p), max_tokens, seed, min_words, max_words)
     check_output_file(out_file)
     check_device(device)
     template, lexicon = load_prompts(prompts), Lexicon.load(synonyms)
-    if chosen == "endpoint":
-        if not base_url or not model:
-            raise ConfigError("the endpoint writer needs --base-url and --model")
-        the_writer: EndpointWriter | LocalWriter = EndpointWriter(base_url, model, api_key_env, concurrency, timeout, retries)
-    elif chosen == "local":
-        if base_url or api_key_env:
-            raise ConfigError("--base-url and --api-key-env are for the endpoint writer; drop them or use --writer endpoint")
-        the_writer = LocalWriter(load_model(model or "smollm2-135m", dtype=dtype, device=device,
-                                            trust_remote_code=trust_remote_code), batch_size)
-    else:
-        raise ConfigError(f"unknown writer {chosen!r} (choose from: local, endpoint)")
+    the_writer = make_writer(chosen, model, base_url, api_key_env, concurrency, timeout, retries, batch_size,
+                             tensor_parallel, dtype, device, trust_remote_code)
     progress = JobProgress()
     try:
         result = run_generate(the_writer, out_file, config, template, lexicon, progress)

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from emovec.artifact import check_free_space, check_new_artifact, check_output_dir, locked
-from emovec.capture import STORAGE, projected_bytes, projected_memory
+from emovec.storage import STORAGE, projected_bytes, projected_memory
 from emovec.cli.common import (ArtifactArg, DeviceOpt, DtypeOpt, ModelOpt, RemoteOpt, TokenProgress, console,
                                csv_list, load_vectors, out, parse_layers)
 from emovec.concepts import concepts

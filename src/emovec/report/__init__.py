@@ -22,8 +22,10 @@ from markupsafe import Markup
 from emovec.artifact import load_result, read_manifest, results_dir
 from emovec.report.analysis import analysis_section
 from emovec.report.behaviour import behaviour_section
+from emovec.report.evidence import evaluation_section, evidence_section
 from emovec.report.page import environment, inline_script, write_page
 from emovec.report.preferences import preferences_section
+from emovec.report.speakers import deflection_section, shift_section, speakers_section
 from emovec.report.steering import steering_section
 
 
@@ -42,6 +44,8 @@ class Section:
 
 
 SECTIONS: tuple[Section, ...] = (
+    Section("evidence", "Verdicts and controls", evidence_section, "emovec analyze ARTIFACT"),
+    Section("evaluation", "Held-out evaluation", evaluation_section, "emovec evaluate ARTIFACT --data FILE.jsonl"),
     Section("analysis", "Validation and geometry", analysis_section, "emovec analyze ARTIFACT"),
     Section("steering_validation", "Steering validation", steering_section, "emovec validate-steering ARTIFACT"),
     Section("preferences", "Preferences", preferences_section, "emovec preferences ARTIFACT"),
@@ -50,6 +54,9 @@ SECTIONS: tuple[Section, ...] = (
     Section("behaviour_blackmail", "Behaviour: blackmail", behaviour_section, "emovec behave ARTIFACT --eval blackmail"),
     Section("behaviour_sycophancy", "Behaviour: sycophancy", behaviour_section,
             "emovec behave ARTIFACT --eval sycophancy"),
+    Section("speakers", "Present vs other speaker", speakers_section, "emovec speakers ARTIFACT"),
+    Section("deflection", "Emotion deflection", deflection_section, "emovec deflection ARTIFACT"),
+    Section("shift", "Base vs post-trained", shift_section, "emovec shift ARTIFACT --base A --post B"),
 )
 
 

@@ -1,0 +1,98 @@
+"""Issue #10 targets on one artifact: the controls' runtime, every criterion with its null and lexical baseline,
+valence decodability (nested CV) with its shuffled-label p, outlier standardisation on/off, and a held-out
+evaluation on 2 stories per focal emotion that the vectors never saw.
+
+The held-out vectors are rebuilt from the artifact's stored per-story means without those 24 stories: the same
+numbers `extract --stories` on the corpus minus those stories gives (a story's mean does not depend on the
+others; the neutral projection is the same), without a second forward pass over 1,686 stories.
+
+    PYTHONPATH=src python benchmarks/evidence_controls.py ARTIFACT [--model smollm2-135m] [--permutations 200]
+
+Last line: `evidence-bench: controls_s=… decode_valence_r=… p=… heldout_top1=… (n=24, 12 emotions)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from emovec.analysis.controls import load_story_rows, story_labels
+from emovec.analysis.evidence import EvidenceOptions, run_evidence
+from emovec.concepts import concepts
+from emovec.corpus import load_corpus
+from emovec.evaluate import evaluate
+from emovec.models import load_model
+from emovec.vectors import EmotionVectors, project_out
+
+
+def heldout_split(vecs: EmotionVectors, artifact: str) -> tuple[np.ndarray, list[dict[str, object]]]:
+    """Rows kept for the vectors, and the held-out records: each focal emotion's stories 09 and 10."""
+    stories = load_corpus().stories
+    labels = story_labels(Path(artifact) / "capture" / "stories", vecs)
+    assert [s.emotion for s in stories] == labels, "the artifact was not made from the built-in corpus"
+    held = [i for i, s in enumerate(stories) if s.emotion in concepts().focal and s.id.endswith(("-09", "-10"))]
+    return np.setdiff1d(np.arange(len(stories)), held), [{"text": stories[i].text, "label": stories[i].emotion}
+                                                         for i in held]
+
+
+def without(vecs: EmotionVectors, artifact: str, keep: np.ndarray, n_stories: int) -> EmotionVectors:
+    """The artifact's vectors rebuilt from the kept stories only (all layers)."""
+    raw = np.zeros_like(vecs.raw)
+    for k, layer in enumerate(vecs.layers):
+        rows = load_story_rows(artifact, vecs, layer)
+        assert len(rows.label) == n_stories, "short stories were skipped, so rows are not in corpus order"
+        x, lab = rows.x[keep], rows.label[keep]
+        means = np.stack([x[lab == e].mean(0) for e in range(len(vecs.emotions))])
+        raw[:, k] = means - means.mean(0)
+    den = np.stack([project_out(raw[:, k].astype(np.float64), vecs.components[layer].astype(np.float64))
+                    for k, layer in enumerate(vecs.layers)], 1)
+    return EmotionVectors(vecs.emotions, vecs.layers, raw, den.astype(np.float32), vecs.mean_norm, vecs.components,
+                          vecs.model, vecs.default_layer, dict(vecs.meta))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("artifact")
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--permutations", type=int, default=200)
+    args = ap.parse_args()
+    vecs = EmotionVectors.load(args.artifact)
+    lm = load_model(args.model)
+    t0 = time.perf_counter()
+    ev = run_evidence(args.artifact, vecs, lm, None, EvidenceOptions(n_perm=args.permutations, n_boot=args.permutations),
+                      log=print)
+    controls_s = time.perf_counter() - t0
+    print(f"layer {ev['layer']}; timing {ev['timing_s']}")
+    for r in ev["criteria"]:
+        lex = " ".join(f"{k}={v:.2f}" for k, v in r["lexical"].items() if v is not None)
+        print(f"{r['key']}: ours {r['ours']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] null mean {r['null_mean']:.3f} "
+              f"q95 {r['null_q95']:.3f} p={r['p']:.4f} | lexical {lex} | paper {r['paper']} | {r['verdict']}")
+    print("norm sources:", ev["norm_sources"])
+    rel = ev["reliability"]
+    print(f"reliability: median split-half {rel['median_split_half']:.3f} ({rel['stories_per_half']} per half), "
+          f"projected {rel['median_projected_full']:.3f}, stories for 0.9 {rel['median_stories_for_0_9']}, "
+          f"unreliable {len(rel['unreliable'])}: {', '.join(rel['unreliable'][:15])}")
+    out = ev["outliers"]
+    if "dimensions" in out:
+        print("outlier dims:", [(d["dim"], len(d["layers"])) for d in out["dimensions"][:6]])
+        for k in out["standardisation"]["off"]:
+            print(f"standardisation {k}: off {out['standardisation']['off'][k]:.3f} on {out['standardisation']['on'][k]:.3f}")
+    if ev.get("layer_choice"):
+        print("layer choice:", ev["layer_choice"]["why"])
+    keep, held = heldout_split(vecs, args.artifact)
+    train = without(vecs, args.artifact, keep, len(keep) + len(held))
+    res = evaluate(train, lm, "label", held, [vecs.default_layer], "from:50", n_boot=1000)
+    row = res["layers"][0]
+    print(f"heldout layer {row['layer']}: top1 {row['top1']:.3f} {row['top1_ci']} top3 {row['top3']:.3f} "
+          f"median rank of 171 {row['median_rank_all']} centred top1 {row['centred']['top1']:.3f}; "
+          f"lexical top1 {res['lexical']['top1']:.3f}")
+    dec = next(r for r in ev["criteria"] if r["key"] == "decode_valence_r")
+    print(f"evidence-bench: controls_s={controls_s:.1f} decode_valence_r={dec['ours']:.3f} p={dec['p']:.4f} "
+          f"heldout_top1={row['top1']:.3f} (n={row['n']}, {row['labels_present']} emotions)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Load test of `emovec serve`: 8 concurrent monitor requests over loopback vs the library called directly.
+
+Usage: PYTHONPATH=src python benchmarks/serve_load.py ARTIFACT [--model smollm2-135m] [--rounds 3]
+Last line: serve-bench: clients=8 p50_ms=A p95_ms=B errors=E vs_direct=R
+(R = server requests per second / direct `monitor` calls per second in one process, same texts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+from emovec.concepts import concepts
+from emovec.models import LoadedModel, load_model
+from emovec.monitor import monitor, transcript_from_text
+from emovec.serve.engine import Engine
+from emovec.serve.server import Background
+from emovec.vectors import EmotionVectors, default_layer_for
+
+CLIENTS = 8
+TEXT = ("I opened the letter with shaking hands. After all those months of waiting, the answer was finally here, "
+        "and I could hardly breathe as I read the first line. ")
+
+
+def random_vectors(lm: LoadedModel) -> EmotionVectors:
+    n, d = lm.spec.num_layers, lm.spec.hidden_size
+    raw = np.random.default_rng(0).normal(size=(len(concepts().emotions), n, d)).astype(np.float32)
+    return EmotionVectors(emotions=list(concepts().emotions), layers=list(range(n)), raw=raw, denoised=raw.copy(),
+                          mean_norm=np.ones(n), components={i: np.zeros((0, d)) for i in range(n)},
+                          model=lm.spec, default_layer=default_layer_for(n))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("artifact", help="an artifact directory, or 'random' for random vectors of the model's shape "
+                    "(171 emotions, every layer: the monitor's cost does not depend on the vectors' values)")
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    lm = load_model(args.model)
+    vecs = EmotionVectors.load(args.artifact) if args.artifact != "random" else random_vectors(lm)
+    engine = Engine(lm, vecs)
+    texts = [f"{i}. {TEXT}" for i in range(CLIENTS)]
+    monitor(lm, vecs, transcript_from_text(lm, texts[0]))  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(args.rounds):
+        for text in texts:
+            monitor(lm, vecs, transcript_from_text(lm, text))
+    direct_rps = args.rounds * CLIENTS / (time.perf_counter() - t0)
+
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    with Background(engine) as url:
+        def client(text: str) -> None:
+            nonlocal errors
+            for _ in range(args.rounds):
+                req = urllib.request.Request(url + "/api/monitor", json.dumps({"text": text}).encode(),
+                                             {"Content-Type": "application/json"})
+                start = time.perf_counter()
+                try:
+                    with urllib.request.urlopen(req, timeout=300) as r:
+                        ok = r.status == 200 and json.loads(r.read())["tokens"]
+                except (urllib.error.URLError, OSError, ValueError):
+                    ok = False
+                with lock:
+                    latencies.append((time.perf_counter() - start) * 1000)
+                    errors += 0 if ok else 1
+
+        client(texts[0])  # warm-up
+        latencies.clear()
+        threads = [threading.Thread(target=client, args=(t,)) for t in texts]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        server_rps = args.rounds * CLIENTS / (time.perf_counter() - t0)
+    p50, p95 = np.percentile(latencies, [50, 95])
+    print(f"direct: {direct_rps:.2f} req/s; server: {server_rps:.2f} req/s over {args.rounds * CLIENTS} requests")
+    print(f"serve-bench: clients={CLIENTS} p50_ms={p50:.0f} p95_ms={p95:.0f} errors={errors} "
+          f"vs_direct={server_rps / direct_rps:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Whose emotion is it (issue #13), measured on a real model: present- vs other-speaker families from the
+shipped two-speaker dialogues, and deflection vectors from the shipped deflection records, at the
+artifact's default layer, each beside the paper's value.
+
+Usage: PYTHONPATH=src python benchmarks/speakers.py ARTIFACT [--model smollm2-135m] [--threads 1]
+Writes ARTIFACT/results/speakers.json and deflection.json (what `emovec speakers` / `emovec deflection`
+write) and prints, last:
+`speakers-bench: present_vs_other=.. story_vs_present=.. story_vs_other=.. deflection_diag=.. remaining=..
+ probe[expressed,deflected,unexpressed_neutral,unexpressed_story,unexpressed_others]=.. chance=0.067`
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from emovec.artifact import save_result
+from emovec.deflection import deflection_analysis
+from emovec.dialogues import CONDITIONS, load_deflection, load_two_speaker
+from emovec.models import load_model
+from emovec.speakers import speaker_probes
+from emovec.vectors import EmotionVectors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("artifact", type=Path)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    vecs = EmotionVectors.load(args.artifact)
+    lm = load_model(args.model)
+    t0 = time.time()
+    spk = speaker_probes(lm, vecs, load_two_speaker())
+    save_result(args.artifact, "speakers", spk)
+    t1 = time.time()
+    print(f"speakers: {t1 - t0:.0f}s; families {spk['families']}; null {spk['null_shuffled']}")
+    print(f"story_vs_cell {spk['story_vs_cell']}")
+    print(f"structure_match {spk['structure_match']}")
+    for row in spk["steering"]["rows"]:
+        print(f"steer {row['emotion']}: present {row['present']!r} | other {row['other']!r}")
+    dfl = deflection_analysis(lm, vecs, load_deflection())
+    save_result(args.artifact, "deflection", dfl)
+    print(f"deflection: {time.time() - t1:.0f}s; vs_story diag {dfl['vs_story']['diagonal_mean']:.3f} "
+          f"off {dfl['vs_story']['off_diagonal_mean']:.3f}; displayed {dfl['displayed_vs_story']:.3f}; "
+          f"expressed {dfl['expressed_vs_story']:.3f}; orth {dfl['orthogonalised']}")
+    probe = dfl["mixed_probe"]
+    for c in [*CONDITIONS, "all"]:
+        print(f"probe {c}: {probe['accuracy'][c]} null {probe['null_shuffled'][c]['accuracy']:.3f} "
+              f"lexical(speaker) {probe['lexical_speaker_turns'][c]['accuracy']:.3f} "
+              f"lexical(full) {probe['lexical_full_text'][c]['accuracy']:.3f} paper {probe['paper'].get(c)}")
+    print(f"antagonistic means: {dfl['antagonistic']['mean']}")
+    accs = ",".join(f"{probe['accuracy'][c]['accuracy']:.3f}" for c in CONDITIONS)
+    print(f"speakers-bench: present_vs_other={spk['families']['present_vs_other']:.3f} "
+          f"story_vs_present={spk['story_vs_present']:.3f} story_vs_other={spk['story_vs_other']:.3f} "
+          f"deflection_diag={dfl['vs_story']['diagonal_mean']:.3f} remaining={dfl['orthogonalised']['remaining_mean']:.3f} "
+          f"probe[{','.join(CONDITIONS)}]={accs} chance={probe['chance']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

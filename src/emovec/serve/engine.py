@@ -1,0 +1,224 @@
+"""The one model of a server process and the library calls the web app makes on it, one at a time.
+
+`Engine` holds the loaded model and vectors, a first-come queue in front of the model (one generation or
+read-out at a time; each waiter can ask its place), and the neutral-text reference for z-scores: every
+emotion's mean and standard deviation of per-token scores over the built-in neutral dialogues, per layer,
+computed once at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from emovec.analysis.geometry import pca
+from emovec.analysis.logit_lens import logit_lens
+from emovec.corpus import builtin_dir, load_neutral
+from emovec.errors import ConfigError
+from emovec.models import LoadedModel
+from emovec.monitor import MonitorResult, check_messages, monitor, transcript_from_chat, transcript_from_text
+from emovec.prompts import chat_prompt_ids, encode_prompt, has_chat_template, render_prompt
+from emovec.ratings import human_norms
+from emovec.report.monitor import render_monitor
+from emovec.sampling import Sampling, sample
+from emovec.steering import steer
+from emovec.vectors import EmotionVectors
+
+MAX_TEXT_CHARS = 4000
+MAX_NEW_TOKENS = 128
+MAX_MESSAGES = 64
+REFERENCE_DIALOGUES = 12
+
+
+class Cancelled(Exception):
+    """The client went away or pressed stop; raised inside generation to end it early."""
+
+
+@dataclass
+class ModelQueue:
+    """First-come, first-served access to the model; `position(ticket)` is 0 for the holder."""
+
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _waiting: list[int] = field(default_factory=list)
+    _next: int = 0
+
+    def ticket(self) -> int:
+        with self._cond:
+            self._next += 1
+            self._waiting.append(self._next)
+            return self._next
+
+    def position(self, ticket: int) -> int:
+        with self._cond:
+            return self._waiting.index(ticket) if ticket in self._waiting else -1
+
+    def wait(self, ticket: int, cancelled: threading.Event) -> None:
+        """Block until `ticket` is first in line; leave the line if `cancelled` is set meanwhile."""
+        with self._cond:
+            while self._waiting[0] != ticket:
+                if cancelled.is_set():
+                    self._release(ticket)
+                    raise Cancelled
+                self._cond.wait(0.05)
+
+    def release(self, ticket: int) -> None:
+        with self._cond:
+            self._release(ticket)
+
+    def _release(self, ticket: int) -> None:
+        if ticket in self._waiting:
+            self._waiting.remove(ticket)
+        self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+
+def check_text(text: object, param: str = "text") -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError("give some text (a non-empty string)", param=param)
+    if len(text) > MAX_TEXT_CHARS:
+        raise ConfigError(f"the text has {len(text)} characters; the limit is {MAX_TEXT_CHARS}", param=param)
+    return text
+
+
+def parse_jsonl(text: str) -> list[dict[str, str]]:
+    """A JSONL transcript: one {"role", "content"} message per line."""
+    messages = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                messages.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"line {number}: invalid JSON ({exc.msg})", param="transcript") from None
+    if not messages or len(messages) > MAX_MESSAGES:
+        raise ConfigError(f"a transcript needs 1..{MAX_MESSAGES} messages, got {len(messages)}", param="transcript")
+    return check_messages(messages, "transcript")
+
+
+class Engine:
+    """One model, its vectors, the queue in front of them, and the neutral reference for z-scores."""
+
+    def __init__(self, lm: LoadedModel, vecs: EmotionVectors, reference_dialogues: int = REFERENCE_DIALOGUES) -> None:
+        vecs.check_compatible(lm)
+        self.lm, self.vecs = lm, vecs
+        self.queue = ModelQueue()
+        self.reference = self._reference(reference_dialogues)
+        self._explore: dict[int, dict[str, object]] = {}
+
+    def _reference(self, n: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Per layer: mean and std [emotions] of token scores over neutral dialogues (position 0 left out)."""
+        rows = []
+        for dialogue in load_neutral([builtin_dir()])[:n]:
+            result = monitor(self.lm, self.vecs, transcript_from_text(self.lm, dialogue.text[:MAX_TEXT_CHARS]),
+                             self.vecs.layers)
+            rows.append(result.scores[1:])
+        allrows = np.concatenate(rows)  # [tokens, layers, emotions]
+        return {layer: (allrows[:, k].mean(0), allrows[:, k].std(0).clip(1e-6))
+                for k, layer in enumerate(self.vecs.layers)}
+
+    @contextmanager
+    def turn(self, cancelled: threading.Event, on_wait: Callable[[int], None] | None = None) -> Iterator[None]:
+        """Hold the model for one request; `on_wait(position)` hears the place in line while waiting."""
+        ticket = self.queue.ticket()
+        if on_wait is not None:
+            on_wait(self.queue.position(ticket))
+        try:
+            self.queue.wait(ticket, cancelled)
+            yield
+        finally:
+            self.queue.release(ticket)
+
+    # ---- monitor -------------------------------------------------------------------------------
+    def check_layer(self, layer: object) -> int:
+        if layer is None:
+            return self.vecs.default_layer
+        if not isinstance(layer, int) or isinstance(layer, bool):
+            raise ConfigError("layer must be an integer", param="layer")
+        self.vecs.layer_pos(layer)
+        return layer
+
+    def read(self, text: str | None, transcript: str | None, layer: int) -> MonitorResult:
+        """Score every token of a text or a JSONL chat transcript at one layer (call inside `turn`)."""
+        if transcript is not None:
+            if not isinstance(transcript, str) or len(transcript) > MAX_TEXT_CHARS:
+                raise ConfigError(f"the transcript must be a string of at most {MAX_TEXT_CHARS} characters",
+                                  param="transcript")
+            messages = parse_jsonl(transcript)
+            if has_chat_template(self.lm):
+                return monitor(self.lm, self.vecs, transcript_from_chat(self.lm, messages), [layer])
+            text = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+        return monitor(self.lm, self.vecs, transcript_from_text(self.lm, check_text(text)), [layer])
+
+    def monitor_view(self, result: MonitorResult) -> dict[str, object]:
+        """The JSON the heatmap draws: tokens, raw and z-scored [tokens][emotions], the strongest emotions."""
+        layer = result.layers[0]
+        raw = result.scores[:, 0]
+        mean, std = self.reference[layer]
+        z = (raw - mean) / std
+        strength = np.abs(z[1:] if len(z) > 1 else z).mean(0)
+        order = [int(i) for i in np.argsort(-strength)[:6]]
+        return {"layer": layer, "emotions": result.emotions, "tokens": result.transcript.pieces,
+                "raw": np.round(raw.astype(np.float64), 5).tolist(), "z": np.round(z.astype(np.float64), 3).tolist(),
+                "strongest": [result.emotions[i] for i in order], "reference": "built-in neutral dialogues"}
+
+    @staticmethod
+    def export_html(result: MonitorResult) -> str:
+        return render_monitor(result)
+
+    # ---- steer ---------------------------------------------------------------------------------
+    def prompt_ids(self, prompt: str) -> list[int]:
+        check_text(prompt, "prompt")
+        if has_chat_template(self.lm):
+            return chat_prompt_ids(self.lm, prompt)
+        return encode_prompt(self.lm, render_prompt(self.lm, prompt, "plain"), "plain")
+
+    def generate(self, ids: list[int], sampling: Sampling, directions: dict[int, np.ndarray] | None,
+                 on_piece: Callable[[str], None], cancelled: threading.Event) -> str:
+        """One reply, steered by `directions` (None = not steered); each new piece of text goes to `on_piece`.
+        Steering hooks are removed when this returns or raises (the context manager's `finally`)."""
+        produced: list[int] = []
+        shown = ""
+
+        def on_token(_step: int, token: torch.Tensor) -> None:
+            nonlocal shown
+            if cancelled.is_set():
+                raise Cancelled
+            produced.append(int(token[0]))
+            text = self.lm.tokenizer.decode(produced, skip_special_tokens=True)  # type: ignore[attr-defined]
+            if not text.endswith("\ufffd") and len(text) > len(shown):
+                on_piece(text[len(shown):])
+                shown = text
+
+        if directions is None:
+            sample(self.lm, [ids], sampling, on_token=on_token)
+        else:
+            with steer(self.lm, directions):
+                sample(self.lm, [ids], sampling, on_token=on_token)
+        return shown
+
+    # ---- explore -------------------------------------------------------------------------------
+    def explore(self, layer: int) -> dict[str, object]:
+        """PCA coordinates, human valence, nearest neighbours and logit-lens tokens of every emotion."""
+        if layer not in self._explore:
+            units = self.vecs.matrix(layer)
+            emotions = list(self.vecs.emotions)
+            fit = pca(units, 2)
+            norms, _missing = human_norms(emotions)
+            cos = units @ units.T
+            near = {e: [[emotions[j], round(float(cos[i, j]), 4)] for j in np.argsort(-cos[i]) if j != i][:8]
+                    for i, e in enumerate(emotions)}
+            lens = logit_lens(self.lm, units, emotions, k=8)
+            self._explore[layer] = {
+                "layer": layer, "emotions": emotions, "explained": [round(float(x), 4) for x in fit.explained[:2]],
+                "xy": np.round(fit.coords, 5).tolist(),
+                "valence": [norms[e].valence if e in norms else None for e in emotions],
+                "neighbours": near, "lens": {"top": lens["top"], "bottom": lens["bottom"]}}
+        return self._explore[layer]

@@ -1,0 +1,216 @@
+"""Present- vs other-speaker emotion probes (paper §3.7a, §7.2, §6.4).
+
+From two-speaker dialogues (Person feels one emotion, AI another; relabelled Human/Assistant), each
+dialogue's residual is averaged over the Human turns' tokens and over the Assistant turns' tokens. The 2×2
+grid of vectors is (token side × whose emotion): A-tok/A-emo and H-tok/H-emo are present-speaker probes,
+A-tok/H-emo and H-tok/A-emo other-speaker probes. Each is a difference of means (an emotion's mean minus
+the mean over emotions) with the artifact's neutral components projected out, as for the story vectors.
+Compared: per-emotion cosine between cells, the emotion×emotion structure across cells, and each cell
+against the story vectors; a shuffled-label null gives the cosine that label-free structure alone reaches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import combinations
+
+import numpy as np
+
+from emovec.dialogues import AI, PERSON, Span, TwoSpeakerDialogue, turn_spans
+from emovec.errors import ConfigError
+from emovec.models import LoadedModel
+from emovec.prompts import encode_prompt, render_prompt
+from emovec.readout import token_residuals
+from emovec.sampling import Sampling
+from emovec.steering import steered_continuations
+from emovec.vectors import EmotionVectors, project_out
+
+SIDES = ("H", "A")
+CELLS = ("A-tok/A-emo", "H-tok/H-emo", "A-tok/H-emo", "H-tok/A-emo")
+PRESENT, OTHER = CELLS[:2], CELLS[2:]
+PAPER = {"present_vs_other": (0.15, 0.25), "within_family": (0.9, 1.0), "story_vs_present": 0.52,
+         "story_vs_other": 0.20, "arousal_regulation_r": -0.47, "valence_regulation_r": 0.07}
+
+
+def span_means(lm: LoadedModel, texts: Sequence[str], groups: Sequence[Sequence[Sequence[Span]]],
+               layers: Sequence[int], batch_size: int = 8) -> np.ndarray:
+    """Per text and span group, the residual averaged over the tokens overlapping the group's character
+    spans (token 0, the attention sink, never counts): float32 [texts, groups, layers, hidden], NaN for an
+    empty group. Texts are encoded as raw text with the tokenizer's special tokens."""
+    n_groups = max(len(g) for g in groups)
+    out = np.full((len(texts), n_groups, len(layers), lm.spec.hidden_size), np.nan, np.float32)
+    encoded = [lm.tokenizer(t, add_special_tokens=True, return_offsets_mapping=True) for t in texts]
+    for s in range(0, len(texts), batch_size):
+        rows = list(range(s, min(s + batch_size, len(texts))))
+        resid = token_residuals(lm, [encoded[i]["input_ids"] for i in rows], layers, batch_size)
+        for r, i in zip(rows, resid, strict=True):
+            offsets = encoded[r]["offset_mapping"]
+            for g, spans in enumerate(groups[r]):
+                keep = [t for t, (a, b) in enumerate(offsets)
+                        if t > 0 and b > a and any(a < end and b > start for start, end in spans)]
+                if keep:
+                    out[r, g] = i[keep].mean(axis=0)
+    return out
+
+
+def dialogue_means(lm: LoadedModel, dialogues: Sequence[TwoSpeakerDialogue], layers: Sequence[int],
+                   batch_size: int = 8) -> np.ndarray:
+    """[dialogues, 2 (Human, Assistant), layers, hidden]: each side's mean over its turns' tokens, read on
+    the Human/Assistant-relabelled text."""
+    texts, groups = [], []
+    for d in dialogues:
+        text = d.as_human_assistant()
+        spans = turn_spans(text, ("Human", "Assistant"))
+        texts.append(text)
+        groups.append([spans["Human"], spans["Assistant"]])
+    return span_means(lm, texts, groups, layers, batch_size)
+
+
+def grouped_vectors(doc: np.ndarray, labels: Sequence[str], emotions: Sequence[str]) -> np.ndarray:
+    """Difference of means: per emotion the mean of `doc` rows labelled with it, minus the mean over emotions."""
+    labels_arr = np.asarray(labels)
+    means = np.stack([np.nanmean(doc[labels_arr == e], axis=0) for e in emotions])
+    return means - means.mean(axis=0, keepdims=True)
+
+
+def speaker_grid(means: np.ndarray, person: Sequence[str], ai: Sequence[str],
+                 emotions: Sequence[str]) -> dict[str, np.ndarray]:
+    """The four cells {name: [emotions, layers, hidden]} from `dialogue_means` output and each dialogue's
+    Person (Human) and AI (Assistant) emotions."""
+    by_side = {"H": person, "A": ai}
+    return {f"{tok}-tok/{emo}-emo": grouped_vectors(means[:, SIDES.index(tok)], by_side[emo], emotions)
+            for tok in ("A", "H") for emo in ("A", "H")}
+
+
+def denoise(vectors: np.ndarray, vecs: EmotionVectors, layers: Sequence[int]) -> np.ndarray:
+    """Project the artifact's neutral components out of [emotions, layers, hidden] vectors, layer by layer."""
+    out = vectors.astype(np.float64).copy()
+    for k, layer in enumerate(layers):
+        out[:, k] = project_out(out[:, k], vecs.components.get(layer, np.zeros((0, out.shape[-1]))))
+    return out
+
+
+def unit(m: np.ndarray) -> np.ndarray:
+    return m / np.linalg.norm(m, axis=-1, keepdims=True).clip(1e-12)
+
+
+def diagonal_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over emotions of cos(a_e, b_e) for [emotions, hidden] matrices."""
+    return float((unit(a) * unit(b)).sum(-1).mean())
+
+
+def structure_match(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r between the upper triangles of the emotion×emotion cosine matrices of a and b."""
+    ua, ub = unit(a), unit(b)
+    iu = np.triu_indices(len(a), 1)
+    return float(np.corrcoef((ua @ ua.T)[iu], (ub @ ub.T)[iu])[0, 1])
+
+
+def family_summary(cells: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Mean diagonal cosine within the present family, within the other family, and across families."""
+    return {"within_present": diagonal_cosine(cells[PRESENT[0]], cells[PRESENT[1]]),
+            "within_other": diagonal_cosine(cells[OTHER[0]], cells[OTHER[1]]),
+            "present_vs_other": float(np.mean([diagonal_cosine(cells[p], cells[o]) for p in PRESENT for o in OTHER]))}
+
+
+def shuffled_null(means: np.ndarray, person: Sequence[str], ai: Sequence[str], emotions: Sequence[str],
+                  layer_pos: int, prepare: object, permutations: int, seed: int) -> dict[str, list[float]]:
+    """Family cosines when both label columns are permuted across dialogues (same permutation for both,
+    so the pairing of speakers stays): what the pipeline gives with no emotion information."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[float]] = {"within_present": [], "within_other": [], "present_vs_other": []}
+    for _ in range(permutations):
+        order = rng.permutation(len(person))
+        cells = speaker_grid(means[:, :, [layer_pos]], [person[i] for i in order], [ai[i] for i in order], emotions)
+        fam = family_summary({k: prepare(v)[:, 0] for k, v in cells.items()})  # type: ignore[operator]
+        for k, v in fam.items():
+            out[k].append(v)
+    return out
+
+
+def speaker_analysis(means: np.ndarray, person: Sequence[str], ai: Sequence[str], vecs: EmotionVectors,
+                     layers: Sequence[int], layer: int, permutations: int = 20, seed: int = 0) -> dict[str, object]:
+    """Everything §7.2 compares, at `layer` (and the family cosines at every layer in `layers`)."""
+    emotions = [e for e in vecs.emotions if e in set(person) & set(ai)]
+    if len(emotions) < 3:
+        raise ConfigError("the dialogues share fewer than 3 emotions between Person and AI with these vectors",
+                          param="dialogues")
+    pos = list(layers).index(layer)
+    cells = {k: denoise(v, vecs, layers) for k, v in speaker_grid(means, person, ai, emotions).items()}
+    at = {k: v[:, pos] for k, v in cells.items()}
+    story_all = vecs.matrix(layer, unit=False)
+    story = story_all[[vecs.emotion_pos(e) for e in emotions]]
+    cell_cos = {f"{a} | {b}": diagonal_cosine(at[a], at[b]) for a, b in combinations(CELLS, 2)}
+    structure = {f"{a} | {b}": structure_match(at[a], at[b]) for a, b in combinations(CELLS, 2)}
+    structure.update({f"story | {c}": structure_match(story, at[c]) for c in CELLS})
+    story_cos = {c: diagonal_cosine(story, at[c]) for c in CELLS}
+    per_emotion = {c: dict(zip(emotions, (unit(story) * unit(at[c])).sum(-1).round(4).tolist())) for c in CELLS}
+    one = [layer]
+    null = shuffled_null(means[:, :, [pos]], person, ai, emotions, 0,
+                         lambda v: denoise(v, vecs, one), permutations, seed)
+    profile = {str(layers[k]): family_summary({c: v[:, k] for c, v in cells.items()}) for k in range(len(layers))}
+    reactions = {e: nearest(unit(at["A-tok/H-emo"][i]), unit(story_all), vecs.emotions, 6)
+                 for i, e in enumerate(emotions)}
+    return {"layer": layer, "emotions": emotions, "dialogues": len(person), "families": family_summary(at),
+            "cell_cosines": cell_cos, "structure_match": structure, "story_vs_cell": story_cos,
+            "story_vs_present": float(np.mean([story_cos[c] for c in PRESENT])),
+            "story_vs_other": float(np.mean([story_cos[c] for c in OTHER])),
+            "story_vs_cell_per_emotion": per_emotion, "null_shuffled": {
+                k: {"mean": float(np.mean(v)), "p95": float(np.percentile(v, 95)), "n": len(v)} for k, v in null.items()},
+            "layer_profile": profile, "other_nearest_story": reactions, "paper": dict(PAPER)}
+
+
+def nearest(v: np.ndarray, m: np.ndarray, names: Sequence[str], k: int) -> list[list[object]]:
+    """The `k` rows of unit matrix `m` closest to unit `v`, as [name, cosine] pairs."""
+    sims = m @ v
+    return [[names[i], round(float(sims[i]), 4)] for i in np.argsort(-sims)[:k]]
+
+
+def cell_directions(cells: Mapping[str, np.ndarray], emotions: Sequence[str], emotion: str, cell: str,
+                    layer: int, strength: float, mean_norm: float) -> dict[int, np.ndarray]:
+    """A plain per-layer steering direction: `strength` × the layer's mean norm along the unit cell vector."""
+    return {layer: strength * mean_norm * unit(cells[cell][emotions.index(emotion)])}
+
+
+def steer_hi(lm: LoadedModel, vecs: EmotionVectors, at: Mapping[str, np.ndarray], emotions: Sequence[str],
+             steer_emotions: Sequence[str], layer: int, strength: float, sampling: Sampling,
+             frame: str = "plain", user: str = "Hi.") -> list[dict[str, object]]:
+    """Paper §6.4: continue `Human: Hi.` + `Assistant:` unsteered, with the present-speaker (A-tok/A-emo)
+    and with the other-speaker (A-tok/H-emo) vector of each emotion; same seed for all three."""
+    prompt = render_prompt(lm, user, frame)
+    ids = encode_prompt(lm, prompt, frame)
+    norm = float(vecs.mean_norm[vecs.layer_pos(layer)])
+    rows = []
+    for e in steer_emotions:
+        if e not in emotions:
+            raise ConfigError(f"no speaker vector for {e!r} (dialogue emotions: {', '.join(emotions)})",
+                              param="steer_emotions")
+        blends = [None, cell_directions(at, emotions, e, "A-tok/A-emo", layer, strength, norm),
+                  cell_directions(at, emotions, e, "A-tok/H-emo", layer, strength, norm)]
+        outs = steered_continuations(lm, ids, blends, sampling, positions="all")
+        texts = [lm.tokenizer.decode(o, skip_special_tokens=True) for o in outs]
+        rows.append({"emotion": e, "baseline": texts[0], "present": texts[1], "other": texts[2]})
+    return rows
+
+
+def speaker_probes(lm: LoadedModel, vecs: EmotionVectors, dialogues: Sequence[TwoSpeakerDialogue],
+                   layer: int | None = None, steer_emotions: Sequence[str] = ("afraid", "angry", "nervous", "loving"),
+                   strength: float = 0.1, sampling: Sampling | None = None, permutations: int = 20, seed: int = 0,
+                   batch_size: int = 8) -> dict[str, object]:
+    """Read the dialogues, build the 2×2 grid, compare it (`speaker_analysis`) and steer on `Hi.`."""
+    vecs.check_compatible(lm)
+    layer = vecs.default_layer if layer is None else layer
+    vecs.layer_pos(layer)
+    means = dialogue_means(lm, dialogues, vecs.layers, batch_size)
+    person, ai = [d.person_emotion for d in dialogues], [d.ai_emotion for d in dialogues]
+    result = speaker_analysis(means, person, ai, vecs, vecs.layers, layer, permutations, seed)
+    emotions = list(result["emotions"])  # type: ignore[arg-type]
+    pos = vecs.layers.index(layer)
+    at = {k: denoise(v, vecs, [layer])[:, 0] for k, v in speaker_grid(means[:, :, [pos]], person, ai, emotions).items()}
+    chosen = [e for e in steer_emotions if e in emotions]
+    sampling = sampling or Sampling(temperature=0.7, top_p=0.95, max_new_tokens=40, seed=seed)
+    result["steering"] = {"prompt": "Human: Hi.\n\nAssistant:", "layer": layer, "strength": strength,
+                          "rows": steer_hi(lm, vecs, at, emotions, chosen, layer, strength, sampling)}
+    result["relabelled"] = {PERSON: "Human", AI: "Assistant"}
+    result["sources"] = sorted({d.source for d in dialogues})
+    return result
