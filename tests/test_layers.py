@@ -16,7 +16,7 @@ ROOT = Path(emovec.__file__).parent
 LAYERS = {
     "core": ["data", "errors", "artifact", "concepts", "corpus", "corpus_stats", "checks", "ratings", "models",
              "dialogues", "dialogue_checks"],
-    "mechanics": ["storage", "hooks", "prompts", "readout", "sampling", "capture"],
+    "mechanics": ["storage", "memory", "hooks", "prompts", "readout", "sampling", "capture"],
     "method": ["vectors", "steering", "monitor", "export", "chat", "steering_validation", "analysis", "preferences",
                "generate", "writers", "evaluate", "controls", "behaviour", "speakers", "shift", "run", "compare",
                "distributed", "deflection", "mixed_probe", "generate_speakers"],

@@ -213,3 +213,20 @@ def test_cli_bad_input_is_one_line(tiny_llama: LoadedModel, tmp_path: Path, args
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_batch_size_from_free_memory(tiny_llama: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`batch_size=0` sizes batches from free memory: fewer rows for longer rows or less memory, at least one,
+    and the tournament's numbers match a fixed batch size."""
+    from emovec import memory
+    assert memory.row_bytes(tiny_llama, 200) > memory.row_bytes(tiny_llama, 100) > 0
+    assert memory.row_bytes(tiny_llama, 100, keep_cache=True) > memory.row_bytes(tiny_llama, 100)
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 10 * memory.row_bytes(tiny_llama, 100))
+    assert memory.rows_that_fit(tiny_llama, 100, fraction=1.0) == 10
+    assert memory.rows_that_fit(tiny_llama, 100_000) == 1
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 2**40)
+    assert memory.rows_that_fit(tiny_llama, 10) == memory.MAX_ROWS
+    prompts = build_pair_prompts(tiny_llama, load_activities()[:6], frame="chat")
+    fixed = run_tournament(tiny_llama, prompts, batch_size=7)
+    auto = run_tournament(tiny_llama, prompts, batch_size=0)
+    np.testing.assert_allclose(auto.p_a, fixed.p_a, atol=1e-4)

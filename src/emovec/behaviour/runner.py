@@ -31,10 +31,12 @@ from emovec.behaviour.sandbox import Sandbox
 from emovec.behaviour.stats import rate
 from emovec.behaviour.tasks import load_tasks
 from emovec.errors import ConfigError
+from emovec.memory import rows_that_fit
 
 EVALS = ("reward-hacking", "blackmail", "sycophancy")
 FORMAT = "emovec.behaviour/1"
 DEFAULT_TOKENS = {"reward-hacking": 320, "blackmail": 384, "sycophancy": 160}
+PROMPT_TOKENS = 4096  # planned per row when sizing batches from free memory: the longest prompt plus earlier attempts
 CODE_OUTCOMES = ("honest", "admits_impossibility", "special_cases", "edits_tests", "false_success")
 
 Progress = Callable[[int, int], None]
@@ -61,8 +63,8 @@ class BehaveConfig:
     def __post_init__(self) -> None:
         if self.eval not in EVALS:
             raise ConfigError(f"unknown eval {self.eval!r} (choose from: {', '.join(EVALS)})")
-        if self.samples < 1 or self.batch_size < 1 or self.attempts < 1:
-            raise ConfigError("samples, batch size and attempts must each be at least 1")
+        if self.samples < 1 or self.batch_size < 0 or self.attempts < 1:
+            raise ConfigError("samples and attempts must each be at least 1, batch size at least 0 (0: as many as fit)")
 
     def tokens(self) -> int:
         return self.max_new_tokens or DEFAULT_TOKENS[self.eval]
@@ -135,7 +137,8 @@ def run_behave(lm: engine.LoadedModel, vecs: engine.EmotionVectors | None, confi
     started = time.monotonic()
     for kind in dict.fromkeys(s.eval for s in todo):
         group = [s for s in todo if s.eval == kind]
-        size = config.batch_size * (4 if kind == "capitulation" else 1)
+        size = (config.batch_size or rows_that_fit(lm, config.tokens(), PROMPT_TOKENS, keep_cache=True)) * (
+            4 if kind == "capitulation" else 1)
         for b in range(0, len(group), size):
             batch = group[b:b + size]
             if kind == "reward-hacking":

@@ -65,7 +65,7 @@ def behave(
     attempts: Annotated[int, typer.Option(help="Reward hacking: attempts per rollout.")] = 3,
     max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens per reply (default per eval).")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
-    batch_size: Annotated[int, typer.Option(help="Rollouts per forward pass.")] = 8,
+    batch_size: Annotated[int, typer.Option(min=0, help="Rollouts per forward pass (0: as many as fit in free memory).")] = 8,
     readout: Annotated[str, typer.Option(help="Emotions read per token (z-scored), comma-separated.")] = "desperate,calm",
     seed: Annotated[int, typer.Option(help="Base seed.")] = 0,
     grader_accuracy: Annotated[bool, typer.Option(help="Measure the graders on the labelled sets.")] = True,

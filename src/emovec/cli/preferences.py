@@ -48,7 +48,7 @@ def preferences(
     activities: Annotated[Optional[Path], typer.Option(help="Your own activities: .json, .csv (name, category) or .txt (default: the paper's 64).")] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of the steered/control split (and the bootstrap).")] = 0,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples of the matchups for Elo CIs (0 = none).")] = 200,
-    batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=0, help="Prompts per forward pass (0: as many as fit in free memory).")] = 64,
     prefix_cache: Annotated[bool, typer.Option("--prefix-cache/--no-prefix-cache", help="Reuse the KV cache of shared prompt prefixes.")] = True,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for the forward passes (default: half the cores, at least 1).")] = None,
     work_dir: Annotated[Optional[Path], typer.Option(help="Where tournaments checkpoint for resuming (default: ARTIFACT/results/preferences-work).")] = None,

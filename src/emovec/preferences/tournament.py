@@ -16,6 +16,7 @@ import torch
 
 from emovec.artifact import write_json_atomic
 from emovec.errors import ConfigError
+from emovec.memory import rows_that_fit
 from emovec.models import LoadedModel
 from emovec.preferences.engine import (SpanSteering, answer_logits, forward_rows, group_bank, plan_prefixes, rows_past,
                                        steered_token_masks)
@@ -113,12 +114,13 @@ def run_tournament(lm: LoadedModel, prompts: PairPrompts, steering: SpanSteering
     With `prefix_cache`, shared prefixes run once and each batch runs only its prompts' suffixes on top of a
     batch-expanded cache; without it, whole prompts run (padded on `padding_side`). Either way the answer is
     read at each row's last real token. `checkpoint` (a JSON file) makes the run resumable. `threads`: CPU
-    threads (default: `default_threads`).
+    threads (default: `default_threads`). `batch_size=0`: as many rows as fit in the device's free memory.
     """
     if padding_side not in ("left", "right"):
         raise ConfigError(f"padding side must be 'left' or 'right', got {padding_side!r}")
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    if batch_size < 0:
+        raise ConfigError(f"batch size must be at least 1 (or 0: as many as fit in free memory), got {batch_size}",
+                          param="batch_size")
     tick = time.perf_counter()
     n = len(prompts)
     state = _Checkpoint(checkpoint, tournament_identity(lm, prompts, steering, batch_size, prefix_cache, padding_side), n)
@@ -130,12 +132,15 @@ def run_tournament(lm: LoadedModel, prompts: PairPrompts, steering: SpanSteering
     else:
         plan, start = None, np.zeros(n, dtype=int)
     order = sorted(range(n), key=lambda r: (-(len(ids[r]) - start[r]), r))
-    batches = [order[s: s + batch_size] for s in range(0, n, batch_size)]
+    size = batch_size or rows_that_fit(lm, max(len(ids[r]) - start[r] for r in order), int(max(start, default=0)))
+    batches = [order[s: s + size] for s in range(0, n, size)]
     pending = [b for b in batches if not state.done(b)]
     if progress is not None:
         progress(label, n - sum(len(b) for b in pending), n)  # announces the tournament (and what is already done)
     with intra_op_threads(default_threads(lm) if threads is None else threads):
-        bank = group_bank(lm, prompts, plan, steer_masks, steering, batch_size) if plan is not None and pending else None
+        bank = (group_bank(lm, prompts, plan, steer_masks, steering,
+                           batch_size or rows_that_fit(lm, int(plan.group_len.max()), keep_cache=True))
+                if plan is not None and pending else None)
         for rows in pending:
             tokens = [ids[r][start[r]:] for r in rows]
             masks = None if steer_masks is None else [steer_masks[r][start[r]:] for r in rows]

@@ -86,7 +86,7 @@ def _check_values(c: dict[str, dict[str, Any]], where: str, stages: Collection[s
               ("validate_steering.strength", c["validate_steering"]["strength"] > 0, "> 0"),
               ("preferences.steer_count", c["preferences"]["steer_count"] >= 0, ">= 0"),
               ("preferences.bootstrap", c["preferences"]["bootstrap"] >= 0, ">= 0"),
-              ("preferences.batch_size", c["preferences"]["batch_size"] >= 1, ">= 1"),
+              ("preferences.batch_size", c["preferences"]["batch_size"] >= 0, ">= 0 (0: as many as fit)"),
               ("behaviour.samples", c["behaviour"]["samples"] >= 1, ">= 1")]
     for name, ok, want in checks:
         if not ok:
