@@ -3,8 +3,12 @@
 Usage: PYTHONPATH=src python benchmarks/serve_load.py ARTIFACT [--model smollm2-135m] [--rounds 3]
 Last line: serve-bench: clients=8 p50_ms=A p95_ms=B errors=E vs_direct=R
 (R = server requests per second / direct `monitor` calls per second in one process, same texts).
-"""
 
+Each round runs both variants back to back (the 8 texts called directly, then the 8 clients at once), so a
+machine whose load changes over the run weighs on both alike; model loading, the engine's z-score reference
+and one warm-up of each variant are outside the timed part. The reference uses 2 neutral dialogues here (it
+only sets the z-scores' mean and spread, not what a request costs), which keeps start-up short on a slow CPU.
+"""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +40,16 @@ def random_vectors(lm: LoadedModel) -> EmotionVectors:
                           model=lm.spec, default_layer=default_layer_for(n))
 
 
+def post(url: str, text: str) -> bool:
+    req = urllib.request.Request(url + "/api/monitor", json.dumps({"text": text}).encode(),
+                                 {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return r.status == 200 and bool(json.loads(r.read())["tokens"])
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("artifact", help="an artifact directory, or 'random' for random vectors of the model's shape "
@@ -43,47 +57,44 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    t0 = time.perf_counter()
     lm = load_model(args.model)
     vecs = EmotionVectors.load(args.artifact) if args.artifact != "random" else random_vectors(lm)
-    engine = Engine(lm, vecs)
+    engine = Engine(lm, vecs, reference_dialogues=2)
+    print(f"setup (model, vectors, z-score reference): {time.perf_counter() - t0:.1f} s", flush=True)
     texts = [f"{i}. {TEXT}" for i in range(CLIENTS)]
-    monitor(lm, vecs, transcript_from_text(lm, texts[0]))  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(args.rounds):
-        for text in texts:
-            monitor(lm, vecs, transcript_from_text(lm, text))
-    direct_rps = args.rounds * CLIENTS / (time.perf_counter() - t0)
-
     latencies: list[float] = []
     errors = 0
+    direct_s = server_s = 0.0
     lock = threading.Lock()
     with Background(engine) as url:
         def client(text: str) -> None:
             nonlocal errors
-            for _ in range(args.rounds):
-                req = urllib.request.Request(url + "/api/monitor", json.dumps({"text": text}).encode(),
-                                             {"Content-Type": "application/json"})
-                start = time.perf_counter()
-                try:
-                    with urllib.request.urlopen(req, timeout=300) as r:
-                        ok = r.status == 200 and json.loads(r.read())["tokens"]
-                except (urllib.error.URLError, OSError, ValueError):
-                    ok = False
-                with lock:
-                    latencies.append((time.perf_counter() - start) * 1000)
-                    errors += 0 if ok else 1
+            start = time.perf_counter()
+            ok = post(url, text)
+            with lock:
+                latencies.append((time.perf_counter() - start) * 1000)
+                errors += 0 if ok else 1
 
-        client(texts[0])  # warm-up
-        latencies.clear()
-        threads = [threading.Thread(target=client, args=(t,)) for t in texts]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        server_rps = args.rounds * CLIENTS / (time.perf_counter() - t0)
+        monitor(lm, vecs, transcript_from_text(lm, texts[0]))  # warm-up of both variants
+        post(url, texts[0])
+        for r in range(args.rounds):
+            t0 = time.perf_counter()
+            for text in texts:
+                monitor(lm, vecs, transcript_from_text(lm, text))
+            direct_s += time.perf_counter() - t0
+            threads = [threading.Thread(target=client, args=(t,)) for t in texts]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            server_s += time.perf_counter() - t0
+            print(f"round {r + 1}/{args.rounds}: direct {direct_s:.1f} s, server {server_s:.1f} s so far", flush=True)
+    n = args.rounds * CLIENTS
+    direct_rps, server_rps = n / direct_s, n / server_s
     p50, p95 = np.percentile(latencies, [50, 95])
-    print(f"direct: {direct_rps:.2f} req/s; server: {server_rps:.2f} req/s over {args.rounds * CLIENTS} requests")
+    print(f"direct: {direct_rps:.2f} req/s; server: {server_rps:.2f} req/s over {n} requests each")
     print(f"serve-bench: clients={CLIENTS} p50_ms={p50:.0f} p95_ms={p95:.0f} errors={errors} "
           f"vs_direct={server_rps / direct_rps:.2f}")
 

@@ -14,6 +14,9 @@ import urllib.request
 import numpy as np
 import pytest
 
+from emovec.analysis.geometry import kmeans_clusters
+from emovec.analysis.suite import AnalysisOptions
+from emovec.concepts import concepts
 from emovec.monitor import monitor, transcript_from_text
 from emovec.serve.engine import MAX_TEXT_CHARS, Engine
 from emovec.serve.server import Background, check_address, is_loopback
@@ -123,9 +126,13 @@ def test_steer_streams_both_replies_and_removes_the_steering(served):
     assert kinds[0] == "queue" and kinds[-1] == "done"
     text = {s: "".join(d["text"] for k, d in got if k == "token" and d["side"] == s) for s in ("plain", "steered")}
     assert text["plain"] and text["plain"] == text["steered"]  # zero strength, same seed: the same reply
+    sides = [d["side"] for k, d in got if k == "token"]
+    # generated together, token by token: each side's text starts arriving before the other's has finished
+    assert sides.index("steered") < len(sides) - 1 - sides[::-1].index("plain")
+    assert sides.index("plain") < len(sides) - 1 - sides[::-1].index("steered")
     strong = events(url, {"prompt": "Tell me a story", "weights": {"calm": 0.5}, "layers": [1, 2], "max_new_tokens": 6,
                           "seed": 3, "temperature": 0})
-    assert [d["side"] for k, d in strong if k == "end"] == ["plain", "steered"] and strong[-1][0] == "done"
+    assert sorted(d["side"] for k, d in strong if k == "end") == ["plain", "steered"] and strong[-1][0] == "done"
     assert no_hooks(engine)
 
 
@@ -187,6 +194,36 @@ def test_explore_gives_coordinates_neighbours_and_lens_tokens(served):
     assert [n for n, _ in data["neighbours"]["calm"]] == [e for e, _ in engine.vecs.similar("calm", 2, k=2)]
     assert set(data["lens"]["top"]) == set(engine.vecs.emotions)
     assert call(url, "/api/explore?layer=99")[0] == 400
+
+
+def test_explore_clusters_are_the_analysis_kmeans_and_the_papers(served):
+    url, engine = served
+    data = json.loads(call(url, "/api/explore?layer=2")[2])["clusters"]
+    units, emotions = engine.vecs.matrix(2), engine.vecs.emotions
+    same = kmeans_clusters(units, emotions, concepts().clusters, AnalysisOptions().k, AnalysisOptions().seed)
+    assert data["kmeans"]["labels"] == same.labels and len(data["kmeans"]["names"]) == len(same.members)
+    paper = list(concepts().clusters)
+    assert data["paper"]["names"] == paper
+    assert all(paper[k] == concepts().cluster_of(e) for e, k in zip(emotions, data["paper"]["labels"]) if k >= 0)
+
+
+def test_report_links_point_at_the_sections_the_static_report_has(served, tmp_path, monkeypatch):
+    url, engine = served
+    assert call(url, "/api/report")[0] == 200 and not json.loads(call(url, "/api/report")[2])["available"]
+    assert call(url, "/report")[0] == 404  # no artifact, no report
+    monkeypatch.setattr(engine, "artifact", tmp_path)
+    monkeypatch.setattr(engine, "report", tmp_path / "report.html")
+    links = json.loads(call(url, "/api/report")[2])
+    assert not links["available"] and links["make"] == f"emovec report {tmp_path} --out {tmp_path / 'report.html'}"
+    (tmp_path / "report.html").write_text('<section id="analysis"><h3 id="a-geometry">G</h3></section>'
+                                          '<section id="evidence"></section>')
+    links = json.loads(call(url, "/api/report")[2])
+    assert links["available"] and [x["href"] for x in links["links"]] == ["/report#evidence", "/report#analysis",
+                                                                          "/report#a-geometry"]
+    status, headers, page = call(url, "/report")
+    assert status == 200 and b'id="a-geometry"' in page
+    script_src = [d for d in headers["content-security-policy"].split("; ") if d.startswith("script-src")]
+    assert script_src and script_src[0].startswith("script-src 'sha256-") and "unsafe" not in script_src[0]
 
 
 def test_addresses():

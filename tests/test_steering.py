@@ -115,3 +115,58 @@ def test_bad_inputs(tiny_llama: LoadedModel) -> None:
     with pytest.raises(IncompatibleModelError):
         with vecs.steer(make_gpt2(), {"calm": 0.1}):
             pass
+
+
+def test_steered_pair_streams_both_rows_and_matches_one_row_runs(tiny_llama: LoadedModel) -> None:
+    from emovec.sampling import Sampling, sample
+    from emovec.steering import steer, steered_pair
+
+    vecs = random_vectors(tiny_llama)
+    ids = tiny_llama.encode("a prompt to continue twice")
+    dirs = vecs.directions({"calm": 3.0}, [1, 2])
+    sampling = Sampling(max_new_tokens=10, temperature=1.0, top_p=0.95, seed=7)
+    seen: list[list[int]] = []
+    plain, steered = steered_pair(tiny_llama, ids, dirs, sampling, on_token=lambda _s, t: seen.append(t.tolist()))
+    assert len(seen) == max(len(plain), len(steered)) and all(len(step) == 2 for step in seen)  # both rows per step
+    assert plain == sample(tiny_llama, [ids], sampling)[0]  # row 0: the unsteered one-row run, same seed
+    with steer(tiny_llama, dirs):
+        assert steered == sample(tiny_llama, [ids], sampling)[0]  # row 1: the steered one-row run, same seed
+    assert plain != steered
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in tiny_llama.model.modules())
+
+    def stop(_step: int, _token: torch.Tensor) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        steered_pair(tiny_llama, ids, dirs, sampling, on_token=stop)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in tiny_llama.model.modules())
+
+
+def test_shared_noise_gives_every_row_the_same_draws(tiny_llama: LoadedModel) -> None:
+    from emovec.sampling import Sampling, sample
+
+    ids = tiny_llama.encode("the same prompt in every row")
+    free = Sampling(max_new_tokens=12, temperature=1.5, top_p=1.0, seed=1)
+    shared = Sampling(max_new_tokens=12, temperature=1.5, top_p=1.0, seed=1, shared_noise=True)
+    rows = sample(tiny_llama, [ids, ids, ids], shared, stop=set())
+    assert rows[0] == rows[1] == rows[2] == sample(tiny_llama, [ids], free, stop=set())[0]
+    independent = sample(tiny_llama, [ids, ids, ids], free, stop=set())
+    assert len({tuple(r) for r in independent}) > 1  # without it, rows draw their own numbers
+
+
+def test_rows_steer_only_those_rows(tiny_llama: LoadedModel) -> None:
+    vecs = random_vectors(tiny_llama)
+    ids = torch.tensor([tiny_llama.encode("two rows of the same text")] * 2)
+    base = layer_outputs(tiny_llama, ids)
+    with vecs.steer(tiny_llama, {"calm": 0.3}, layers=[1], rows=[1]) as s:
+        out = layer_outputs(tiny_llama, ids)
+    diff = out[1] - base[1]
+    assert diff[0].abs().max() == 0
+    torch.testing.assert_close(diff[1], torch.as_tensor(s.directions[1], dtype=torch.float32).expand_as(diff[1]), rtol=1e-5, atol=1e-5)
+    for bad in ([], [-1]):
+        with pytest.raises(ConfigError, match="rows"):
+            with vecs.steer(tiny_llama, {"calm": 0.3}, layers=[1], rows=bad):
+                pass
+    with pytest.raises(ConfigError, match="past the batch"):
+        with vecs.steer(tiny_llama, {"calm": 0.3}, layers=[1], rows=[2]):
+            layer_outputs(tiny_llama, ids)

@@ -28,12 +28,17 @@ TokenFn = Callable[[int, torch.Tensor], None]  # (step, sampled ids [batch]; fin
 
 @dataclass(frozen=True)
 class Sampling:
-    """How to pick tokens: temperature 0 is greedy; `top_p` < 1 is nucleus sampling."""
+    """How to pick tokens: temperature 0 is greedy; `top_p` < 1 is nucleus sampling.
+
+    `shared_noise`: every row of a batch draws the same random numbers at each step (common random numbers),
+    so each row picks the token a one-row run with this seed would pick from the same probabilities; rows
+    that differ only by steering (`steering.steered_pair`) then differ only by its effect."""
 
     max_new_tokens: int = 48
     temperature: float = 0.7
     top_p: float = 0.9
     seed: int = 0
+    shared_noise: bool = False
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -64,6 +69,9 @@ def next_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Gener
         outside = sorted_p.cumsum(-1) - sorted_p >= sampling.top_p  # the first token always stays
         sorted_p = sorted_p.masked_fill(outside, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    if sampling.shared_noise:  # what torch.multinomial draws for one row (argmax of p / Exp(1)), broadcast to all
+        noise = torch.empty_like(probs[:1]).exponential_(1, generator=generator)
+        return (probs / noise).argmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 

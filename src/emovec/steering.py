@@ -11,18 +11,21 @@ Positions, in padded token coordinates of the batch:
   Note that the first generated token's logits come from the prefill, so `generated` steering first
   changes the second generated token;
 - a boolean `token_mask` [batch, prompt_positions]: only those prompt positions (`steer_spans` builds one
-  from character spans of the text with `span_token_mask`).
+  from character spans of the text with `span_token_mask`);
+- `rows`: only those rows of the batch (combined with the above), e.g. one row of an unsteered/steered
+  pair generated together (`steered_pair`).
 
 Directions are plain per-layer vectors (`EmotionVectors.directions` builds them from emotions), so this
 module knows nothing of artifacts. Also here: parsing `NAME=STRENGTH` specs and sweeps, strength limits, and
-`steered_continuations` (baseline and steered samples of one prompt with the same seed).
+`steered_continuations` (baseline and steered samples of one prompt with the same seed, one after the other)
+and `steered_pair` (both in one batch, token by token).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -31,7 +34,7 @@ from torch import nn
 from emovec.errors import ConfigError
 from emovec.hooks import hooked, past_length, residual_of, with_residual
 from emovec.models import LoadedModel
-from emovec.sampling import Sampling, sample
+from emovec.sampling import Sampling, TokenFn, sample
 
 POSITION_MODES = ("all", "prompt", "generated")
 
@@ -63,10 +66,21 @@ class Steering:
     positions: str
     prompt_length: int | None = None
     token_mask: torch.Tensor | None = None
+    rows: tuple[int, ...] | None = None
     tracker: _PositionTracker = field(default_factory=_PositionTracker)
 
     def mask_for(self, batch: int, length: int, device: torch.device) -> torch.Tensor | None:
-        """[batch, length, 1] float mask of positions to steer in this call (None = all of them)."""
+        """[batch, length, 1] bool mask of positions to steer in this call (None = all of them)."""
+        sel = self._position_mask(batch, length, device)
+        if self.rows is not None:
+            if max(self.rows) >= batch:
+                raise ConfigError(f"rows {list(self.rows)} reach past the batch of {batch}", param="rows")
+            chosen = torch.zeros(batch, 1, dtype=torch.bool, device=device)
+            chosen[list(self.rows)] = True
+            sel = chosen.expand(batch, length) if sel is None else sel & chosen
+        return None if sel is None else sel.unsqueeze(-1)
+
+    def _position_mask(self, batch: int, length: int, device: torch.device) -> torch.Tensor | None:
         if self.positions == "all" and self.token_mask is None:
             return None
         absolute = torch.arange(self.tracker.past, self.tracker.past + length, device=device)
@@ -83,13 +97,14 @@ class Steering:
             else:
                 is_prompt = torch.full((length,), self.tracker.prefill, device=device)
             sel = (is_prompt if self.positions == "prompt" else ~is_prompt).expand(batch, length)
-        return sel.unsqueeze(-1)
+        return sel
 
 
 @contextmanager
 def steer(lm: LoadedModel, directions: Directions, positions: str = "all", prompt_length: int | None = None,
-          token_mask: torch.Tensor | None = None) -> Iterator[Steering]:
-    """Add `directions[layer]` to the residual at each of its layers while the block runs.
+          token_mask: torch.Tensor | None = None, rows: Sequence[int] | None = None) -> Iterator[Steering]:
+    """Add `directions[layer]` to the residual at each of its layers while the block runs (only in batch
+    `rows` if given).
 
     Build directions from emotion vectors with `EmotionVectors.directions` (or call `EmotionVectors.steer`);
     any per-layer vectors of the model's width work.
@@ -97,6 +112,8 @@ def steer(lm: LoadedModel, directions: Directions, positions: str = "all", promp
     if positions not in POSITION_MODES:
         raise ConfigError(f"unknown positions {positions!r} (choose from: {', '.join(POSITION_MODES)})",
                           param="positions")
+    if rows is not None and (not rows or any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in rows)):
+        raise ConfigError(f"rows must be a non-empty list of batch row indices, got {list(rows)}", param="rows")
     chosen = sorted(directions)
     for layer in chosen:
         if not 0 <= layer < len(lm.layers):
@@ -106,7 +123,8 @@ def steer(lm: LoadedModel, directions: Directions, positions: str = "all", promp
         if vec.shape != (lm.spec.hidden_size,) or not np.isfinite(vec).all():
             raise ConfigError(f"the direction for layer {layer} must be {lm.spec.hidden_size} finite numbers, "
                               f"got shape {vec.shape}", param="directions")
-    state = Steering({layer: np.asarray(directions[layer]) for layer in chosen}, positions, prompt_length, token_mask)
+    state = Steering({layer: np.asarray(directions[layer]) for layer in chosen}, positions, prompt_length, token_mask,
+                     tuple(rows) if rows is not None else None)
     cached: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
 
     def hook_for(k: int):  # noqa: ANN202 - a forward hook
@@ -240,3 +258,15 @@ def steered_continuations(lm: LoadedModel, prompt_ids: Sequence[int], blends: Se
         with steer(lm, directions, positions=positions, prompt_length=len(prompt_ids)):
             out.append(sample(lm, [prompt_ids], sampling)[0])
     return out
+
+
+def steered_pair(lm: LoadedModel, prompt_ids: Sequence[int], directions: Directions, sampling: Sampling,
+                 on_token: TokenFn | None = None) -> tuple[list[int], list[int]]:
+    """Unsteered (row 0) and steered (row 1) continuations of one prompt generated together in one batch, so a
+    caller streaming `on_token` sees both replies grow step by step. Both rows draw the same random numbers
+    (`Sampling.shared_noise`), as two one-row runs with this seed would; the steering hooks are gone on return
+    or on an exception (e.g. raised by `on_token` to stop)."""
+    paired = replace(sampling, shared_noise=True)
+    with steer(lm, directions, rows=[1]):
+        plain, steered = sample(lm, [prompt_ids, prompt_ids], paired, on_token=on_token)
+    return plain, steered

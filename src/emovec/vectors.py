@@ -178,11 +178,12 @@ class EmotionVectors:
     @contextmanager
     def steer(self, lm: LoadedModel, weights: Mapping[str, float], layers: int | Sequence[int] | None = None,
               positions: str = "all", prompt_length: int | None = None, token_mask: torch.Tensor | None = None,
-              denoised: bool = True) -> Iterator[Steering]:
+              denoised: bool = True, rows: Sequence[int] | None = None) -> Iterator[Steering]:
         """`with vecs.steer(model, {"calm": 0.05}, layers=[18, 20]): ...` — hooks removed on exit, also on
-        errors. `positions`: all, prompt or generated (see `emovec.steering.steer`)."""
+        errors. `positions`: all, prompt or generated; `rows`: only those batch rows (see `emovec.steering.steer`)."""
         self.check_compatible(lm)
-        with steer(lm, self.directions(weights, layers, denoised), positions, prompt_length, token_mask) as state:
+        with steer(lm, self.directions(weights, layers, denoised), positions, prompt_length, token_mask,
+                   rows) as state:
             yield state
 
     @contextmanager

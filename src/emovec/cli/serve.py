@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -28,7 +29,7 @@ def serve_command(
     if not is_loopback(host):
         console.print(f"warning: binding {host}, not loopback: anyone who can reach this address can use the model")
     lm = bind_model(vecs, model, dtype, device, allow_hub)
-    engine = Engine(lm, vecs)
+    engine = Engine(lm, vecs, artifact=Path(artifact))
     shown = f"[{host}]" if ":" in host else host
     out.print(f"emovec serve: http://{shown}:{port}/  (Ctrl-C to stop)")
     serve(engine, host, port)

@@ -20,6 +20,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from emovec.errors import ConfigError, EmovecError
+from emovec.report.page import inline_script
 from emovec.sampling import Sampling
 from emovec.serve.engine import MAX_NEW_TOKENS, MAX_TEXT_CHARS, Cancelled, Engine
 
@@ -31,6 +32,9 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
            "Cache-Control": "no-store"}
+# the static report's own policy (as in its <meta>): inline styles, data: figures, only its one shipped script
+REPORT_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src '{}'; base-uri 'none'; "
+              "form-action 'none'; frame-ancestors 'none'").format(inline_script("passage_filter.js")[1])
 
 
 def error(message: str, status: int = 400, param: str | None = None) -> JSONResponse:
@@ -152,10 +156,9 @@ def build_app(engine: Engine, title: str = "emovec") -> Starlette:
             try:
                 with engine.turn(cancelled, lambda pos: emit("queue", {"position": pos})):
                     emit("queue", {"position": 0})
-                    for side, dirs in (("plain", None), ("steered", directions)):
-                        engine.generate(ids, sampling, dirs, lambda piece, s=side: emit("token", {"side": s, "text": piece}),
-                                        cancelled)
-                        emit("end", {"side": side})
+                    engine.generate_pair(ids, sampling, directions,
+                                         lambda side, piece: emit("token", {"side": side, "text": piece}),
+                                         lambda side: emit("end", {"side": side}), cancelled)
                 emit("done", {})
             except Cancelled:
                 emit("cancelled", {})
@@ -180,11 +183,22 @@ def build_app(engine: Engine, title: str = "emovec") -> Starlette:
             cancelled.set()  # the client left (or the stream ended): stop generating and leave the queue
             await asyncio.shield(worker)
 
+    async def report_links(_request: Request) -> Response:
+        return JSONResponse(engine.report_links(), headers=HEADERS)
+
+    async def report_page(_request: Request) -> Response:
+        """The artifact's static report (one fixed file, never a path from the request)."""
+        if engine.report is None or not engine.report.is_file():
+            return error(f"no report yet: run {engine.report_links()['make']}", 404)
+        return FileResponse(engine.report, media_type="text/html; charset=utf-8",
+                            headers={**HEADERS, "Content-Security-Policy": REPORT_CSP})
+
     async def queue_route(_request: Request) -> Response:
         return JSONResponse({"queue": len(engine.queue)}, headers=HEADERS)
 
     routes = [Route("/", page), Route("/static/{name}", asset), Route("/api/info", guarded(info)),
               Route("/api/monitor", guarded(monitor_route), methods=["POST"]),
               Route("/api/steer", guarded(steer_route), methods=["POST"]),
-              Route("/api/explore", guarded(explore_route)), Route("/api/queue", queue_route)]
+              Route("/api/explore", guarded(explore_route)), Route("/api/queue", queue_route),
+              Route("/api/report", report_links), Route("/report", report_page)]
     return Starlette(routes=routes)

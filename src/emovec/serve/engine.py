@@ -3,13 +3,15 @@
 `Engine` holds the loaded model and vectors, a first-come queue in front of the model (one generation or
 read-out at a time; each waiter can ask its place), and the neutral-text reference for z-scores: every
 emotion's mean and standard deviation of per-token scores over the built-in neutral dialogues, per layer,
-computed once at start-up.
+computed once at start-up. Also what the explorer shows beside the PCA plot: the clusters (k-means as `emovec
+analyze` runs it, and the paper's) and the sections of the artifact's static report, if one was written.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,23 +19,29 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from emovec.analysis.geometry import pca
+from emovec.analysis.geometry import kmeans_clusters, pca
 from emovec.analysis.logit_lens import logit_lens
+from emovec.analysis.suite import AnalysisOptions
+from emovec.concepts import concepts
 from emovec.corpus import builtin_dir, load_neutral
 from emovec.errors import ConfigError
 from emovec.models import LoadedModel
 from emovec.monitor import MonitorResult, check_messages, monitor, transcript_from_chat, transcript_from_text
 from emovec.prompts import chat_prompt_ids, encode_prompt, has_chat_template, render_prompt
 from emovec.ratings import human_norms
+from emovec.report import SECTIONS
 from emovec.report.monitor import render_monitor
-from emovec.sampling import Sampling, sample
-from emovec.steering import steer
+from emovec.sampling import Sampling, stop_ids
+from emovec.steering import steered_pair
 from emovec.vectors import EmotionVectors
 
 MAX_TEXT_CHARS = 4000
 MAX_NEW_TOKENS = 128
 MAX_MESSAGES = 64
 REFERENCE_DIALOGUES = 12
+REPORT_FILE = "report.html"  # where `emovec run` writes the static report: inside the artifact directory
+REPORT_PARTS = (("a-geometry", "Geometry: k-means clusters, PCA, cosine matrix"), ("a-norms", "Valence and arousal"),
+                ("a-lens", "Logit lens"), ("a-layers", "Layer sweep"))  # anchors inside the analysis section
 
 
 class Cancelled(Exception):
@@ -106,9 +114,12 @@ def parse_jsonl(text: str) -> list[dict[str, str]]:
 class Engine:
     """One model, its vectors, the queue in front of them, and the neutral reference for z-scores."""
 
-    def __init__(self, lm: LoadedModel, vecs: EmotionVectors, reference_dialogues: int = REFERENCE_DIALOGUES) -> None:
+    def __init__(self, lm: LoadedModel, vecs: EmotionVectors, reference_dialogues: int = REFERENCE_DIALOGUES,
+                 artifact: Path | None = None) -> None:
         vecs.check_compatible(lm)
         self.lm, self.vecs = lm, vecs
+        self.artifact = artifact
+        self.report = artifact / REPORT_FILE if artifact is not None else None
         self.queue = ModelQueue()
         self.reference = self._reference(reference_dialogues)
         self._explore: dict[int, dict[str, object]] = {}
@@ -180,29 +191,36 @@ class Engine:
             return chat_prompt_ids(self.lm, prompt)
         return encode_prompt(self.lm, render_prompt(self.lm, prompt, "plain"), "plain")
 
-    def generate(self, ids: list[int], sampling: Sampling, directions: dict[int, np.ndarray] | None,
-                 on_piece: Callable[[str], None], cancelled: threading.Event) -> str:
-        """One reply, steered by `directions` (None = not steered); each new piece of text goes to `on_piece`.
-        Steering hooks are removed when this returns or raises (the context manager's `finally`)."""
-        produced: list[int] = []
-        shown = ""
+    def generate_pair(self, ids: list[int], sampling: Sampling, directions: dict[int, np.ndarray],
+                      on_piece: Callable[[str, str], None], on_end: Callable[[str], None],
+                      cancelled: threading.Event) -> None:
+        """The unsteered and steered replies in one batch (`steering.steered_pair`: same seed, same random
+        numbers), so both grow token by token together; `on_piece(side, text)` hears each new piece of text
+        of side "plain" or "steered", `on_end(side)` when that reply stops. The steering is removed when this
+        returns or raises (stop, disconnect, error)."""
+        sides = ("plain", "steered")
+        produced: list[list[int]] = [[], []]
+        shown = ["", ""]
+        stops = stop_ids(self.lm)
 
         def on_token(_step: int, token: torch.Tensor) -> None:
-            nonlocal shown
             if cancelled.is_set():
                 raise Cancelled
-            produced.append(int(token[0]))
-            text = self.lm.tokenizer.decode(produced, skip_special_tokens=True)  # type: ignore[attr-defined]
-            if not text.endswith("\ufffd") and len(text) > len(shown):
-                on_piece(text[len(shown):])
-                shown = text
+            for row, t in enumerate(token.tolist()):
+                if produced[row] and produced[row][-1] in stops:
+                    continue  # this row already ended
+                produced[row].append(int(t))
+                text = self.lm.tokenizer.decode(produced[row], skip_special_tokens=True)  # type: ignore[attr-defined]
+                if not text.endswith("\ufffd") and len(text) > len(shown[row]):
+                    on_piece(sides[row], text[len(shown[row]):])
+                    shown[row] = text
+                if int(t) in stops:
+                    on_end(sides[row])
 
-        if directions is None:
-            sample(self.lm, [ids], sampling, on_token=on_token)
-        else:
-            with steer(self.lm, directions):
-                sample(self.lm, [ids], sampling, on_token=on_token)
-        return shown
+        steered_pair(self.lm, ids, directions, sampling, on_token=on_token)
+        for row, side in enumerate(sides):
+            if not produced[row] or produced[row][-1] not in stops:
+                on_end(side)
 
     # ---- explore -------------------------------------------------------------------------------
     def explore(self, layer: int) -> dict[str, object]:
@@ -216,9 +234,34 @@ class Engine:
             near = {e: [[emotions[j], round(float(cos[i, j]), 4)] for j in np.argsort(-cos[i]) if j != i][:8]
                     for i, e in enumerate(emotions)}
             lens = logit_lens(self.lm, units, emotions, k=8)
+            options = AnalysisOptions()
+            fitted = kmeans_clusters(units, emotions, concepts().clusters, options.k, options.seed)
+            paper = {e: i for i, members in enumerate(concepts().clusters.values()) for e in members}
             self._explore[layer] = {
                 "layer": layer, "emotions": emotions, "explained": [round(float(x), 4) for x in fit.explained[:2]],
                 "xy": np.round(fit.coords, 5).tolist(),
                 "valence": [norms[e].valence if e in norms else None for e in emotions],
-                "neighbours": near, "lens": {"top": lens["top"], "bottom": lens["bottom"]}}
+                "neighbours": near, "lens": {"top": lens["top"], "bottom": lens["bottom"]},
+                "clusters": {
+                    "kmeans": {"labels": fitted.labels, "seed": options.seed, "adjusted_rand": _finite(fitted.adjusted_rand),
+                               "names": [f"{i + 1}: {'/'.join(m[:2])} (≈ paper's {b})"
+                                         for i, (m, b) in enumerate(zip(fitted.members, fitted.best_match))]},
+                    "paper": {"names": list(concepts().clusters), "labels": [paper.get(e, -1) for e in emotions]}}}
         return self._explore[layer]
+
+    def report_links(self) -> dict[str, object]:
+        """The static report's sections this artifact has (read from the file each time: it may be rewritten),
+        or the command that writes it."""
+        where = str(self.report) if self.report is not None else "ARTIFACT/report.html"
+        make = f"emovec report {self.artifact if self.artifact is not None else 'ARTIFACT'} --out {where}"
+        if self.report is None or not self.report.is_file():
+            return {"available": False, "make": make, "links": []}
+        page = self.report.read_text("utf-8", errors="replace")
+        parts = [(s.id, s.title) for s in SECTIONS] + list(REPORT_PARTS)
+        return {"available": True, "make": make,
+                "links": [{"href": f"/report#{anchor}", "title": title} for anchor, title in parts
+                          if f'id="{anchor}"' in page]}
+
+
+def _finite(x: float) -> float | None:
+    return round(float(x), 4) if np.isfinite(x) else None

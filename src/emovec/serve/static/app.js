@@ -137,9 +137,44 @@ function valenceColour(v) {
   return colour(x).replace(/[\d.]+\)$/, "0.9)");
 }
 
+// 12 colours told apart in print and by most colour-blind readers (Paul Tol's "muted" + two)
+const PALETTE = ["#332288", "#88ccee", "#44aa99", "#117733", "#999933", "#ddcc77", "#cc6677", "#882255", "#aa4499",
+  "#dddddd", "#000000", "#ee7733"];
+let PICKED = null; // the cluster picked out in the legend, or null
+
+function colouring() { // [fill colour per emotion, legend rows [colour, label, cluster]]
+  const mode = $("exp-colour").value;
+  if (mode === "valence") {
+    return [EXP.valence.map(valenceColour), [["rgba(40,80,220,0.9)", "low valence", null], ["rgba(220,40,40,0.9)", "high valence", null],
+      ["#999", "no human rating", null]]];
+  }
+  const c = EXP.clusters[mode], fill = c.labels.map((k) => (k < 0 ? "#fff" : PALETTE[k % PALETTE.length]));
+  const rows = c.names.map((n, k) => [PALETTE[k % PALETTE.length], n, k]);
+  if (c.labels.includes(-1)) rows.push(["#fff", "in none of the paper's clusters", -1]);
+  return [fill, rows];
+}
+
+function drawLegend(rows) {
+  const box = $("exp-legend"), mode = $("exp-colour").value;
+  const items = rows.map(([c, label, k]) => {
+    const row = el("div", undefined, PICKED !== null && k !== PICKED ? "off" : "");
+    const sw = el("span", undefined, "swatch"); sw.style.background = c; sw.style.border = "1px solid #666";
+    row.append(sw, el("span", label));
+    if (k !== null) { row.dataset.k = String(k); row.addEventListener("click", () => { PICKED = PICKED === k ? null : k; drawScatter(); }); }
+    return row;
+  });
+  const head = mode === "kmeans" ? `k-means, k = ${EXP.clusters.kmeans.names.length}, seed ${EXP.clusters.kmeans.seed}` +
+    (EXP.clusters.kmeans.adjusted_rand === null ? "" : ` · agreement with the paper's clusters: ARI ${EXP.clusters.kmeans.adjusted_rand.toFixed(2)}`)
+    : mode === "paper" ? "the paper's 10 clusters (its Table 12)" : "colour: human valence";
+  box.replaceChildren(el("div", head, "hint"), ...items);
+}
+
 function drawScatter() {
   const svg = $("scatter"); svg.replaceChildren();
   if (!EXP) return;
+  const [fill, rows] = colouring(), mode = $("exp-colour").value;
+  const labels = mode === "valence" ? null : EXP.clusters[mode].labels;
+  drawLegend(rows);
   const xs = EXP.xy.map((p) => p[0]), ys = EXP.xy.map((p) => p[1] || 0);
   const mx = Math.max(...xs.map(Math.abs), 1e-9), my = Math.max(...ys.map(Math.abs), 1e-9);
   const g = document.createElementNS(SVGNS, "g");
@@ -147,17 +182,31 @@ function drawScatter() {
   EXP.emotions.forEach((e, i) => {
     const c = document.createElementNS(SVGNS, "circle");
     c.setAttribute("cx", String(xs[i] / mx * 270)); c.setAttribute("cy", String(-ys[i] / my * 200));
-    c.setAttribute("r", String(5 / VIEW.k)); c.setAttribute("fill", valenceColour(EXP.valence[i]));
+    c.setAttribute("r", String(5 / VIEW.k)); c.setAttribute("fill", fill[i]);
+    c.setAttribute("stroke", "#555"); c.setAttribute("stroke-width", String(0.5 / VIEW.k));
+    if (labels !== null && PICKED !== null && labels[i] !== PICKED) c.setAttribute("opacity", "0.15");
     c.dataset.i = String(i);
+    if (labels !== null) c.dataset.cluster = String(labels[i]);
     const title = document.createElementNS(SVGNS, "title"); title.textContent = e; c.appendChild(title);
     g.appendChild(c);
   });
   svg.appendChild(g);
 }
 
+async function reportLinks() {
+  const box = $("exp-report");
+  try {
+    const rep = await (await api("/api/report")).json();
+    if (!rep.available) { box.replaceChildren(el("span", "No static report for this artifact yet; write one with: "), el("code", rep.make)); return; }
+    const links = rep.links.map((l) => { const a = el("a", l.title); a.href = l.href; a.target = "_blank"; a.rel = "noopener"; return a; });
+    box.replaceChildren(el("span", "Report sections: "), ...links);
+  } catch (err) { status(err.message, true); }
+}
+
 function detail(i) {
-  const e = EXP.emotions[i], box = $("exp-detail");
+  const e = EXP.emotions[i], box = $("exp-detail"), km = EXP.clusters.kmeans, pp = EXP.clusters.paper;
   box.replaceChildren(el("h3", e), el("div", `valence: ${EXP.valence[i] === null ? "unrated" : EXP.valence[i].toFixed(2)}`),
+    el("div", `k-means cluster ${km.names[km.labels[i]]}`), el("div", `paper's cluster: ${pp.labels[i] < 0 ? "none" : pp.names[pp.labels[i]]}`),
     el("h4", "nearest neighbours (cosine)"), ...EXP.neighbours[e].map(([n, c]) => el("div", `${n} ${c.toFixed(3)}`)),
     el("h4", "logit lens: top tokens"), el("div", EXP.lens.top[e].map((t) => JSON.stringify(t)).join(" ")),
     el("h4", "bottom tokens"), el("div", EXP.lens.bottom[e].map((t) => JSON.stringify(t)).join(" ")));
@@ -167,7 +216,7 @@ async function exploreLoad() {
   try {
     status("loading…");
     EXP = await (await api(`/api/explore?layer=${encodeURIComponent($("exp-layer").value)}`)).json();
-    VIEW = {x: 0, y: 0, k: 1}; drawScatter(); status(`PC1 ${(EXP.explained[0] * 100).toFixed(1)}% · PC2 ${((EXP.explained[1] || 0) * 100).toFixed(1)}%`);
+    VIEW = {x: 0, y: 0, k: 1}; PICKED = null; drawScatter(); status(`PC1 ${(EXP.explained[0] * 100).toFixed(1)}% · PC2 ${((EXP.explained[1] || 0) * 100).toFixed(1)}%`);
   } catch (err) { status(err.message, true); }
 }
 
@@ -184,7 +233,7 @@ function wireExplore() {
 function showView(name) {
   document.querySelectorAll(".view").forEach((v) => { v.hidden = v.id !== `view-${name}`; });
   document.querySelectorAll("nav button").forEach((b) => b.classList.toggle("on", b.dataset.view === name));
-  if (name === "explore" && !EXP) exploreLoad();
+  if (name === "explore" && !EXP) { exploreLoad(); reportLinks(); }
 }
 
 async function start() {
@@ -204,6 +253,7 @@ async function start() {
   $("steer-run").addEventListener("click", steerClick);
   $("steer-stop").addEventListener("click", () => { if (STEER) STEER.abort(); });
   $("exp-load").addEventListener("click", exploreLoad);
+  $("exp-colour").addEventListener("change", () => { PICKED = null; drawScatter(); });
   wireExplore();
   addSlider(INFO.emotions[0]);
 }
