@@ -1,6 +1,6 @@
 """Load test of `emovec serve`: 8 concurrent monitor requests over loopback vs the library called directly.
 
-Usage: PYTHONPATH=src python benchmarks/serve_load.py ARTIFACT [--model smollm2-135m] [--rounds 3]
+Usage: PYTHONPATH=src python benchmarks/serve_load.py ARTIFACT [--model smollm2-135m] [--rounds 3] [--threads 1]
 Last line: serve-bench: clients=8 p50_ms=A p95_ms=B errors=E vs_direct=R
 (R = server requests per second / direct `monitor` calls per second in one process, same texts).
 
@@ -8,7 +8,12 @@ Each round runs both variants back to back (the 8 texts called directly, then th
 machine whose load changes over the run weighs on both alike; model loading, the engine's z-score reference
 and one warm-up of each variant are outside the timed part. The reference uses 2 neutral dialogues here (it
 only sets the z-scores' mean and spread, not what a request costs), which keeps start-up short on a slow CPU.
+
+Torch runs 1 intra-op thread by default here: on the shared, loaded 2-core machine two OpenMP threads made one
+45-token monitor call take 6.0 s against 0.59 s with one (each parallel step waits for the thread the
+scheduler has parked), which made the run take tens of minutes; `--threads 2` measures the other setting.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,6 +24,7 @@ import urllib.error
 import urllib.request
 
 import numpy as np
+import torch
 
 from emovec.concepts import concepts
 from emovec.models import LoadedModel, load_model
@@ -56,7 +62,9 @@ def main() -> None:
                     "(171 emotions, every layer: the monitor's cost does not depend on the vectors' values)")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (both variants)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     lm = load_model(args.model)
     vecs = EmotionVectors.load(args.artifact) if args.artifact != "random" else random_vectors(lm)
@@ -94,7 +102,8 @@ def main() -> None:
     n = args.rounds * CLIENTS
     direct_rps, server_rps = n / direct_s, n / server_s
     p50, p95 = np.percentile(latencies, [50, 95])
-    print(f"direct: {direct_rps:.2f} req/s; server: {server_rps:.2f} req/s over {n} requests each")
+    print(f"direct: {direct_rps:.2f} req/s; server: {server_rps:.2f} req/s over {n} requests each "
+          f"(torch threads {torch.get_num_threads()})")
     print(f"serve-bench: clients={CLIENTS} p50_ms={p50:.0f} p95_ms={p95:.0f} errors={errors} "
           f"vs_direct={server_rps / direct_rps:.2f}")
 

@@ -67,6 +67,22 @@ class Browser:
         return log
 
 
+# Replays the reply panes' DOM changes in order (each `textContent +=` adds a text node holding the text so far;
+# a pane's "ended" class marks its reply's end) and records whether both ever held text while neither had ended.
+WATCH_STREAMS = (
+    "window.__bothBeforeEnd = false; const panes = ['out-plain', 'out-steered'].map(i => document.getElementById(i)); "
+    "const state = {text: [false, false], ended: [false, false]}; new MutationObserver((records) => { "
+    "records.forEach((r, i) => { if (r.type === 'attributes') { const next = records.slice(i + 1).find(q => "
+    "q.type === 'attributes' && q.target === r.target); r.after = next ? next.oldValue : r.target.className; } }); "
+    "for (const r of records) { const t = r.target.nodeType === 1 ? r.target : r.target.parentElement; "
+    "const k = panes.findIndex(p => p.contains(t)); if (k < 0) continue; "
+    "if (r.type === 'attributes') state.ended[k] = (r.after || '').split(' ').includes('ended'); "
+    "else if (r.type === 'childList') state.text[k] = Array.from(r.addedNodes).some(n => n.textContent.length > 0); "
+    "if (state.text[0] && state.text[1] && !state.ended[0] && !state.ended[1]) window.__bothBeforeEnd = true; } })"
+    ".observe(document.querySelector('.pair'), {subtree: true, childList: true, characterData: true, "
+    "attributes: true, attributeOldValue: true, attributeFilter: ['class']}); ")
+
+
 def drive(url: str, text: str, hostile: str, shots: Path | None = None) -> tuple[dict[str, object], PageLog]:
     """Use every view the way a person would; returns what the page showed and the page's log."""
     b = Browser(url)
@@ -88,11 +104,14 @@ def drive(url: str, text: str, hostile: str, shots: Path | None = None) -> tuple
         b.eval("document.querySelector('nav button[data-view=steer]').click(); "
                "document.getElementById('steer-prompt').value = 'Tell me about your day'; "
                "document.getElementById('steer-tokens').value = '8'; const r = document.querySelector('.slider input'); "
-               "r.value = '0.3'; r.dispatchEvent(new Event('input')); document.getElementById('steer-run').click(); 1")
+               "r.value = '0.3'; r.dispatchEvent(new Event('input')); " + WATCH_STREAMS +
+               "document.getElementById('steer-run').click(); 1")
         b.wait_for("document.getElementById('steer-queue').textContent === 'done'", 120)
         seen["plain"] = b.eval("document.getElementById('out-plain').textContent")
         seen["steered"] = b.eval("document.getElementById('out-steered').textContent")
         seen["slider"] = b.eval("document.querySelector('.slider span:nth-child(3)').textContent")
+        seen["interleaved"] = b.eval("window.__bothBeforeEnd")
+        seen["ended"] = b.eval("document.querySelectorAll('.out.ended').length")
         if shots:
             b.screenshot(shots / "serve-steer.png")
         b.eval("document.querySelector('nav button[data-view=explore]').click(); 1")
@@ -100,6 +119,15 @@ def drive(url: str, text: str, hostile: str, shots: Path | None = None) -> tuple
         seen["points"] = b.eval("document.querySelectorAll('#scatter circle').length")
         b.eval("document.querySelector('#scatter circle').dispatchEvent(new MouseEvent('click', {bubbles: true})); 1")
         seen["detail"] = b.eval("document.getElementById('exp-detail').textContent")
+        b.wait_for("document.getElementById('exp-report').textContent.length > 0")
+        seen["report"] = b.eval("document.getElementById('exp-report').textContent")
+        b.eval("const c = document.getElementById('exp-colour'); c.value = 'kmeans'; c.dispatchEvent(new Event('change')); 1")
+        seen["legend"] = b.eval("document.querySelectorAll('#exp-legend div[data-k]').length")
+        seen["fills"] = b.eval("new Set(Array.from(document.querySelectorAll('#scatter circle')).map(c => c.getAttribute('fill'))).size")
+        seen["labels"] = b.eval("Array.from(document.querySelectorAll('#scatter circle')).map(c => Number(c.dataset.cluster))")
+        b.eval("document.querySelector('#exp-legend div[data-k=\"0\"]').click(); 1")
+        seen["picked"] = b.eval("document.querySelectorAll('#scatter circle:not([opacity])').length")
+        b.eval("document.querySelector('#exp-legend div[data-k=\"0\"]').click(); 1")  # back to all
         if shots:
             b.screenshot(shots / "serve-explore.png")
     finally:

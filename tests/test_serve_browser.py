@@ -1,5 +1,5 @@
 """The web app in a real browser (headless Chromium) on a tiny model: the heatmap has a cell per token,
-a slider move streams two replies, hostile text stays inert, no console error, no request off loopback."""
+a slider move streams two replies side by side, the explorer colours clusters, hostile text stays inert, no console error, no request off loopback."""
 
 from __future__ import annotations
 
@@ -34,7 +34,12 @@ def test_every_view_works_in_a_browser():
     assert "token 2" in seen["hover"]
     assert seen["hostile_elements"] == 0 and seen["pwned"] == 0
     assert seen["slider"] == "0.30" and seen["plain"] and seen["steered"] is not None
+    assert seen["interleaved"] is True and seen["ended"] == 2  # both panes had text before either reply ended
     assert seen["points"] == len(engine.vecs.emotions) and "nearest neighbours" in seen["detail"]
+    clusters = engine.explore(engine.vecs.default_layer)["clusters"]["kmeans"]  # type: ignore[index]
+    assert seen["labels"] == clusters["labels"] and seen["legend"] == len(clusters["names"]) and seen["fills"] > 1
+    assert seen["picked"] == clusters["labels"].count(0)  # picking cluster 1 in the legend dims every other point
+    assert "emovec report" in seen["report"]  # no static report for this artifact: how to write one
     assert not log.console_errors and not log.exceptions, (log.console_errors, log.exceptions)
     assert log.requests and all(u.startswith(url + "/") or u.startswith("data:") or u.startswith("blob:")
                                 for u in log.requests), log.requests

@@ -162,11 +162,11 @@ def test_rows_steer_only_those_rows(tiny_llama: LoadedModel) -> None:
         out = layer_outputs(tiny_llama, ids)
     diff = out[1] - base[1]
     assert diff[0].abs().max() == 0
-    torch.testing.assert_close(diff[1], torch.as_tensor(s.directions[1], dtype=torch.float32).expand_as(diff[1]), rtol=1e-5, atol=1e-5)
+    delta = torch.as_tensor(s.directions[1], dtype=torch.float32)
+    torch.testing.assert_close(diff[1], delta.expand_as(diff[1]), rtol=1e-5, atol=1e-5)
     for bad in ([], [-1]):
-        with pytest.raises(ConfigError, match="rows"):
-            with vecs.steer(tiny_llama, {"calm": 0.3}, layers=[1], rows=bad):
-                pass
-    with pytest.raises(ConfigError, match="past the batch"):
-        with vecs.steer(tiny_llama, {"calm": 0.3}, layers=[1], rows=[2]):
-            layer_outputs(tiny_llama, ids)
+        with pytest.raises(ConfigError, match="rows"), vecs.steer(tiny_llama, {"calm": 0.3}, layers=[1], rows=bad):
+            pass
+    with pytest.raises(ConfigError, match="past the batch"), \
+            vecs.steer(tiny_llama, {"calm": 0.3}, layers=[1], rows=[2]):
+        layer_outputs(tiny_llama, ids)

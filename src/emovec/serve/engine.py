@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,8 +26,19 @@ from emovec.concepts import concepts
 from emovec.corpus import builtin_dir, load_neutral
 from emovec.errors import ConfigError
 from emovec.models import LoadedModel
-from emovec.monitor import MonitorResult, check_messages, monitor, transcript_from_chat, transcript_from_text
-from emovec.prompts import chat_prompt_ids, encode_prompt, has_chat_template, render_prompt
+from emovec.monitor import (
+    MonitorResult,
+    check_messages,
+    monitor,
+    transcript_from_chat,
+    transcript_from_text,
+)
+from emovec.prompts import (
+    chat_prompt_ids,
+    encode_prompt,
+    has_chat_template,
+    render_prompt,
+)
 from emovec.ratings import human_norms
 from emovec.report import SECTIONS
 from emovec.report.monitor import render_monitor
@@ -243,7 +254,8 @@ class Engine:
                 "valence": [norms[e].valence if e in norms else None for e in emotions],
                 "neighbours": near, "lens": {"top": lens["top"], "bottom": lens["bottom"]},
                 "clusters": {
-                    "kmeans": {"labels": fitted.labels, "seed": options.seed, "adjusted_rand": _finite(fitted.adjusted_rand),
+                    "kmeans": {"labels": fitted.labels, "seed": options.seed,
+                               "adjusted_rand": _finite(fitted.adjusted_rand),
                                "names": [f"{i + 1}: {'/'.join(m[:2])} (≈ paper's {b})"
                                          for i, (m, b) in enumerate(zip(fitted.members, fitted.best_match))]},
                     "paper": {"names": list(concepts().clusters), "labels": [paper.get(e, -1) for e in emotions]}}}

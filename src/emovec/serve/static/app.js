@@ -97,6 +97,7 @@ async function steerClick() {
   if (STEER) STEER.abort();
   STEER = new AbortController();
   $("out-plain").textContent = ""; $("out-steered").textContent = "";
+  $("out-plain").classList.remove("ended"); $("out-steered").classList.remove("ended");
   $("steer-run").disabled = true; $("steer-stop").disabled = false;
   const layers = Array.from($("steer-layer").selectedOptions).map((o) => Number(o.value));
   const body = {prompt: $("steer-prompt").value, weights: weights(), layers, max_new_tokens: Number($("steer-tokens").value),
@@ -122,6 +123,7 @@ function handleEvent(block) {
   block.split("\n").forEach((line) => { if (line.startsWith("event: ")) kind = line.slice(7); else if (line.startsWith("data: ")) data += line.slice(6); });
   const d = JSON.parse(data || "{}");
   if (kind === "token") $(d.side === "steered" ? "out-steered" : "out-plain").textContent += d.text;
+  else if (kind === "end") $(d.side === "steered" ? "out-steered" : "out-plain").classList.add("ended");
   else if (kind === "queue") $("steer-queue").textContent = d.position > 0 ? `waiting: ${d.position} ahead` : "generating";
   else if (kind === "done" || kind === "cancelled") $("steer-queue").textContent = kind;
   else if (kind === "error") status(d.error, true);
