@@ -28,6 +28,7 @@ def run_command(
     stages: Annotated[list[str] | None, typer.Option("--stages", help="Run only these stages (repeatable or comma-separated).")] = None,
     force: Annotated[list[str] | None, typer.Option("--force", help="Rerun this stage even if its result is fresh (repeatable).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (overrides run.out).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model alias, directory, GGUF file or hub id (overrides run.model).")] = None,
 ) -> None:
     """Run the whole method (extract → analyze → validate-steering → preferences → report), skipping fresh stages; rerun to resume."""
     if print_config:
@@ -36,6 +37,8 @@ def run_command(
     config = load_config(config_file, demo=demo)
     if out_dir is not None:
         config["run"]["out"] = str(out_dir)
+    if model is not None:
+        config["run"]["model"] = model
     chosen = [s.strip() for spec in stages or [] for s in spec.split(",") if s.strip()] or None
     forced = [s.strip() for spec in force or [] for s in spec.split(",") if s.strip()]
     todo = plan(config, chosen)
