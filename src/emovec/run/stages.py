@@ -19,7 +19,12 @@ from emovec.behaviour.judge import make_judge
 from emovec.behaviour.rollouts import RolloutStore, conditions_for
 from emovec.behaviour.runner import BehaveConfig, run_behave
 from emovec.capture import projected_bytes
+from emovec.concepts import concepts
 from emovec.corpus import Corpus, load_corpus
+from emovec.errors import ConfigError
+from emovec.evaluate import RESULT_NAME as EVALUATION
+from emovec.evaluate import builtin_heldout
+from emovec.evaluate import evaluate as run_evaluate
 from emovec.models import LoadedModel, parse_layer_spec
 from emovec.preferences import RESULT_NAME as PREFERENCES
 from emovec.preferences import run_preferences
@@ -98,6 +103,39 @@ def analyze(ctx: Context) -> list[str]:
     return [str(save_result(ctx.out, ANALYSIS, result))]
 
 
+def evaluate_layers(spec: str, vecs: EmotionVectors) -> list[int]:
+    """`all` (every layer the artifact has), `default` (its ≈ 2/3-depth layer) or a spec like `5-20`, kept to the
+    artifact's layers."""
+    if spec == "all":
+        return list(vecs.layers)
+    if spec == "default":
+        return [vecs.default_layer]
+    chosen = [x for x in parse_layer_spec(spec, vecs.model.num_layers, "evaluate.layers") if x in vecs.layers]
+    if not chosen:
+        raise ConfigError(f"evaluate.layers {spec!r}: none of these layers is in the artifact "
+                          f"(it has {vecs.layers[0]}..{vecs.layers[-1]}, {len(vecs.layers)} layers)",
+                          param="evaluate.layers")
+    return chosen
+
+
+def evaluate(ctx: Context) -> list[str]:
+    """`emovec evaluate ARTIFACT --data heldout` (every emotion's held-out stories, top-1/3 among all of them),
+    plus the same on the 12 focal emotions' held-out stories alone (top-1/3 among those 12), as `focal`."""
+    c = ctx.config["evaluate"]
+    vecs, lm = ctx.vectors(), ctx.load()
+    layers = evaluate_layers(c["layers"], vecs)
+    records = builtin_heldout(vecs.emotions)
+    ctx.log(f"evaluate: {len(records)} held-out stories, {len(layers)} layer(s), pooling {c['position']}")
+    result = run_evaluate(vecs, lm, "label", records, layers, c["position"], c["bootstrap"], c["seed"],
+                          "built-in held-out stories")
+    focal = set(concepts().focal)
+    subset = [r for r in records if r["label"] in focal]
+    if c["focal"] and len({r["label"] for r in subset}) >= 2:
+        result["focal"] = run_evaluate(vecs, lm, "label", subset, layers, c["position"], c["bootstrap"], c["seed"],
+                                       "built-in held-out stories of the focal emotions")
+    return [str(save_result(ctx.out, EVALUATION, result))]
+
+
 def steering(ctx: Context) -> list[str]:
     c = ctx.config["validate_steering"]
     result = validate_steering(ctx.load(), ctx.vectors(), None, c["strength"], c["emotions"] or None, c["frame"])
@@ -148,6 +186,7 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("extract", ("extract",), extract),
     Stage("analyze", ("analyze",), analyze),
+    Stage("evaluate", ("evaluate",), evaluate),
     Stage("validate-steering", ("validate_steering",), steering),
     Stage("preferences", ("preferences",), preferences),
     Stage("behaviour", ("behaviour",), behaviour),
