@@ -22,6 +22,7 @@ from emovec.report.compare import render_compare
 from emovec.run import load_config, run, stamp_path, timings_path
 from emovec.run.config import default_text, defaults
 from emovec.run.stages import capture_layers
+from emovec.vectors import EmotionVectors
 from tests.builders import make_llama, write_corpus
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -169,36 +170,42 @@ def test_run_killed_between_and_inside_stages_resumes(setup: Path) -> None:
 
 
 def test_evaluate_stage_runs_is_skipped_when_fresh_and_times_every_stage(setup: Path) -> None:
-    cfg = load_config(write_config(setup, "ev", run={"stages": ["extract", "evaluate", "report"]},
-                                   evaluate={"layers": "default", "bootstrap": 20}))
+    cfg = load_config(write_config(setup, "ev", run={"stages": ["extract", "controls", "evaluate", "report"]},
+                                   evaluate={"layers": "default", "bootstrap": 20}, controls={"permutations": 5}))
     out = Path(cfg["run"]["out"])
     first = run(cfg, faces=FACES)
-    assert [k for k in first["stages"]] == ["extract", "evaluate", "report"]
+    assert [k for k in first["stages"]] == ["extract", "controls", "evaluate", "report"]
+    evidence = json.loads((out / "results" / "evidence.json").read_text())
+    assert evidence["options"]["n_perm"] == 5 and evidence["stories"] == 4 * len(EMOTIONS)
+    assert evidence["layer"] == EmotionVectors.load(out).default_layer  # no analysis in this run: its default layer
     ev = json.loads((out / "results" / "evaluation.json").read_text())
     row = ev["layers"][0]
     assert ev["source"] == "built-in held-out stories" and ev["records"] == 2 * len(EMOTIONS)  # 2 held out each
     assert row["layer"] == ev["headline_layer"] and row["of_all"] == len(EMOTIONS) and len(row["top1_ci"]) == 2
     assert ev["focal"]["records"] == 2 * len(EMOTIONS) and "top1" in ev["lexical"]  # these four are all focal
-    assert "Held-out evaluation" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "Held-out evaluation" in page and "Verdicts and controls" in page and "malformed" not in page
     timings = json.loads(timings_path(out).read_text())
-    assert timings["complete"] and list(timings["stages"]) == ["extract", "evaluate", "report"]
+    assert timings["complete"] and list(timings["stages"]) == ["extract", "controls", "evaluate", "report"]
     assert not any(t["skipped"] for t in timings["stages"].values()) and timings["model_load_in"] == "extract"
     assert all(t["wall_s"] > 0 for t in timings["stages"].values()) and not any(out.rglob("*.tmp"))
     again = run(cfg, faces=FACES)
-    assert again["stages"]["evaluate"]["status"] == "fresh"
+    assert again["stages"]["evaluate"]["status"] == again["stages"]["controls"]["status"] == "fresh"
     timings = json.loads(timings_path(out).read_text())
     assert timings["stages"]["evaluate"]["skipped"] and not timings["stages"]["report"]["skipped"]
     assert timings["stages"]["evaluate"]["last_run_s"] == first["stages"]["evaluate"]["seconds"]
     cfg["evaluate"]["bootstrap"] = 10  # its own option: only it reruns
     changed = run(cfg, faces=FACES)
-    assert changed["stages"]["extract"]["status"] == "fresh" and changed["stages"]["evaluate"]["status"] == "ran"
-    cfg["run"]["stages"] = ["extract", "report"]  # dropping (or adding) evaluate keeps the extraction fresh
+    assert changed["stages"]["extract"]["status"] == changed["stages"]["controls"]["status"] == "fresh"
+    assert changed["stages"]["evaluate"]["status"] == "ran"
+    cfg["run"]["stages"] = ["extract", "report"]  # dropping (or adding) evaluate or controls keeps extraction fresh
     assert run(cfg, faces=FACES)["stages"]["extract"]["status"] == "fresh"
 
 
-def test_bad_evaluate_options_are_refused_before_anything_runs(tmp_path: Path) -> None:
+def test_bad_evaluate_and_activities_options_are_refused_before_anything_runs(tmp_path: Path) -> None:
     for text, words in (("[evaluate]\nposition = \"middle\"\n", "evaluate.position"),
-                        ("[evaluate]\nbootstrap = -1\n", "evaluate.bootstrap")):
+                        ("[evaluate]\nbootstrap = -1\n", "evaluate.bootstrap"),
+                        ("[preferences]\nactivities = \"nowhere.txt\"\n", "preferences.activities")):
         path = tmp_path / "bad.toml"
         path.write_text(text)
         with pytest.raises(ConfigError, match=words):

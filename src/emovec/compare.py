@@ -13,10 +13,10 @@ import numpy as np
 
 from emovec.artifact import MANIFEST, load_result, read_json
 from emovec.errors import ConfigError
+from emovec.run import timings_path
 from emovec.vectors import EmotionVectors
 
 FOCAL_PREFERENCE = ("blissful", "hostile")
-TIMINGS = ("run", "timings.json")  # written by `emovec run` (emovec.run.timings_path; that module sits above)
 # headline key → (evidence criterion, analysis norms dimension, which analysis number)
 GEOMETRY = {"pc1_valence_r": ("pc1_valence_r", "valence", "pearson"),
             "best_pc_valence_r": ("best5_valence_r", "valence", "best_pc_r"),
@@ -124,7 +124,7 @@ def _evaluation_by_layer(ev: Mapping | None) -> dict[str, object] | None:
 
 def _timings(run_dir: Path, run: Mapping | None) -> dict[str, object] | None:
     """The last `emovec run`'s wall time per stage (run/timings.json), else the stage seconds of results/run.json."""
-    path = run_dir.joinpath(*TIMINGS)
+    path = timings_path(run_dir)
     if path.exists():
         t = read_json(path, "run timings")
         return t if isinstance(t, dict) else None

@@ -29,7 +29,7 @@ def run_command(
     force: Annotated[list[str] | None, typer.Option("--force", help="Rerun this stage even if its result is fresh (repeatable).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (overrides run.out).")] = None,
 ) -> None:
-    """Run the whole method (extract → analyze → evaluate → validate-steering → preferences → report), skipping fresh stages; rerun to resume."""
+    """Run the whole method (extract → analyze → controls → evaluate → validate-steering → preferences → report), skipping fresh stages; rerun to resume."""
     if print_config:
         out.print(default_text(), end="", soft_wrap=True)
         return

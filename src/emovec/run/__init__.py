@@ -22,6 +22,7 @@ from emovec.artifact import (
     locked,
     read_json,
     save_result,
+    sha256_file,
     sha256_json,
     vectors_checksum,
     write_json_atomic,
@@ -44,7 +45,10 @@ __all__ = ["STAGES", "STAGE_NAMES", "TIMINGS_FORMAT", "Config", "load_config", "
 TIMINGS_FORMAT = "emovec.timings/1"
 # Stages added after fingerprints were first stored that read only the artifact's layers (they widen no capture):
 # leaving them out of extraction's fingerprint keeps earlier runs' extractions fresh when they are added.
-CAPTURE_NEUTRAL = ("evaluate",)
+CAPTURE_NEUTRAL = ("controls", "evaluate")
+# Options added after fingerprints were first stored: hashed only when set (a file: by its contents), so adding
+# them keeps earlier runs' results fresh.
+LATER_FILES = {"preferences": ("activities",)}
 
 StageFn = Callable[[Path, Config], list[str]]
 Notify = Callable[[str, str], None]  # (stage, "fresh" | "running" | "done")
@@ -68,11 +72,20 @@ def model_identity(config: Config) -> str:
     return ALIASES[name].sha256 if name in ALIASES else name
 
 
+def _options(config: Config, section: str) -> dict[str, Any]:
+    values = dict(config[section])
+    for key in LATER_FILES.get(section, ()):
+        path = values.pop(key)
+        if path:
+            values[key] = sha256_file(Path(path))
+    return values
+
+
 def fingerprint(config: Config, stage: str, out: Path) -> str:
     """What the stage's result depends on, hashed."""
     spec = STAGE_NAMES[stage]
     ident: dict[str, Any] = {"stage": stage, "model": model_identity(config), "dtype": config["run"]["dtype"],
-                             "options": {s: config[s] for s in spec.options}}
+                             "options": {s: _options(config, s) for s in spec.options}}
     if stage == "extract":  # the layers kept depend on what the later stages read
         ident |= {"corpus": corpus_identity(config),
                   "stages": sorted(s for s in config["run"]["stages"] if s not in CAPTURE_NEUTRAL),

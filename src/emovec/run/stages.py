@@ -12,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from emovec.analysis.evidence import RESULT_NAME as EVIDENCE
+from emovec.analysis.evidence import EvidenceOptions, run_evidence
 from emovec.analysis.suite import RESULT_NAME as ANALYSIS
 from emovec.analysis.suite import AnalysisOptions, run_analysis
-from emovec.artifact import check_free_space, results_dir, save_result
+from emovec.artifact import check_free_space, load_result, results_dir, save_result
 from emovec.behaviour.judge import make_judge
 from emovec.behaviour.rollouts import RolloutStore, conditions_for
 from emovec.behaviour.runner import BehaveConfig, run_behave
@@ -28,6 +30,7 @@ from emovec.evaluate import evaluate as run_evaluate
 from emovec.models import LoadedModel, parse_layer_spec
 from emovec.preferences import RESULT_NAME as PREFERENCES
 from emovec.preferences import run_preferences
+from emovec.preferences.activities import load_activities
 from emovec.preferences.run import middle_layers
 from emovec.run.config import Config
 from emovec.steering_validation import RESULT_NAME as STEERING
@@ -103,6 +106,19 @@ def analyze(ctx: Context) -> list[str]:
     return [str(save_result(ctx.out, ANALYSIS, result))]
 
 
+def controls(ctx: Context) -> list[str]:
+    """The evidence `emovec analyze` adds to the analysis (shuffled-label nulls, story-bootstrap CIs, lexical
+    baselines, reliability, layer choice), at the analysis's layer."""
+    c, a = ctx.config["controls"], ctx.config["analyze"]
+    vecs = ctx.vectors()
+    stored = load_result(ctx.out, ANALYSIS)
+    layer = stored.data.get("layer") if stored is not None and not stored.stale else None
+    options = EvidenceOptions(n_perm=c["permutations"], n_boot=c["permutations"], seed=a["seed"],
+                              standardise=c["standardise"])
+    result = run_evidence(ctx.out, vecs, ctx.load(), layer if isinstance(layer, int) else None, options, log=ctx.log)
+    return [str(save_result(ctx.out, EVIDENCE, result))]
+
+
 def evaluate_layers(spec: str, vecs: EmotionVectors) -> list[int]:
     """`all` (every layer the artifact has), `default` (its ≈ 2/3-depth layer) or a spec like `5-20`, kept to the
     artifact's layers."""
@@ -147,7 +163,8 @@ def preferences(ctx: Context) -> list[str]:
     vecs = ctx.vectors()
     lm = ctx.load()
     layers = [layer for layer in middle_layers(lm.spec.num_layers) if layer in vecs.layers] or None
-    result = run_preferences(lm, vecs, frame=c["frame"], layers=layers, steer_count=c["steer_count"],
+    activities = load_activities(c["activities"]) if c["activities"] else None
+    result = run_preferences(lm, vecs, activities, frame=c["frame"], layers=layers, steer_count=c["steer_count"],
                              strengths=c["strengths"], hard=c["hard"], n_boot=c["bootstrap"],
                              batch_size=c["batch_size"], work_dir=results_dir(ctx.out) / "preferences-work")
     return [str(save_result(ctx.out, PREFERENCES, result))]
@@ -186,6 +203,7 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("extract", ("extract",), extract),
     Stage("analyze", ("analyze",), analyze),
+    Stage("controls", ("controls", "analyze"), controls),
     Stage("evaluate", ("evaluate",), evaluate),
     Stage("validate-steering", ("validate_steering",), steering),
     Stage("preferences", ("preferences",), preferences),
