@@ -16,9 +16,9 @@ from pathlib import Path
 
 ROWS = [
     ("pc1_valence_r", "PC1 ↔ valence r"),
-    ("best_pc_valence_r", "valence, best PC |r|"),
+    ("best_pc_valence_r", "valence, best PC (abs r)"),
     ("pc2_arousal_r", "PC2 ↔ arousal r"),
-    ("best_pc_arousal_r", "arousal, best PC |r|"),
+    ("best_pc_arousal_r", "arousal, best PC (abs r)"),
     ("decode_valence_r", "valence decodability (nested-CV r)"),
     ("decode_arousal_r", "arousal decodability (nested-CV r)"),
     ("heldout_top1", "held-out top-1, all emotions"),
@@ -55,14 +55,16 @@ def cell(e: object) -> str:
 
 def table(data: Mapping) -> str:
     runs = data["runs"]
-    lines = ["| | " + " | ".join(str(r["model"]) for r in runs) + " |", "|---" * (len(runs) + 1) + "|"]
+    models = [str(r["model"]) for r in runs]
+    names = [m if models.count(m) == 1 else f"{m} ({Path(str(r['run'])).name})" for m, r in zip(models, runs)]
+    lines = ["| | " + " | ".join(names) + " |", "|---" * (len(runs) + 1) + "|"]
     lines += [f"| {label} | " + " | ".join(cell((r.get("headline") or {}).get(key)) for r in runs) + " |"
               for key, label in ROWS]
     rsa = data.get("rsa") or {}
     if len(runs) > 1 and rsa.get("r"):
         lines += ["", "RSA between emotion geometries (" + str(rsa.get("method")) + "):", "",
-                  "| | " + " | ".join(rsa["models"]) + " |", "|---" * (len(runs) + 1) + "|"]
-        lines += [f"| {m} | " + " | ".join(num(v) for v in row) + " |" for m, row in zip(rsa["models"], rsa["r"])]
+                  "| | " + " | ".join(names) + " |", "|---" * (len(runs) + 1) + "|"]
+        lines += [f"| {m} | " + " | ".join(num(v) for v in row) + " |" for m, row in zip(names, rsa["r"])]
     return "\n".join(lines)
 
 
