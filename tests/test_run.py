@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from emovec.artifact import vectors_checksum
+from emovec.artifact import save_result, vectors_checksum
 from emovec.cli import main
 from emovec.cli.run import report_stage
 from emovec.compare import compare
+from emovec.errors import ConfigError
 from emovec.report.compare import render_compare
-from emovec.run import load_config, run, stamp_path
+from emovec.run import load_config, run, stamp_path, timings_path
 from emovec.run.config import default_text, defaults
 from emovec.run.stages import capture_layers
+from emovec.vectors import EmotionVectors
 from tests.builders import make_llama, write_corpus
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -125,7 +127,9 @@ def test_run_skips_fresh_stages_and_reruns_what_changed(setup: Path) -> None:
     assert not any(out.rglob("*.tmp"))
     checksum = vectors_checksum(out)
     data = compare([out, out])  # the comparison of a run with itself: identical geometry, absent results are None
-    assert data["rsa"]["r"][0][1] == pytest.approx(1.0) and data["runs"][0]["headline"] is None
+    head = data["runs"][0]["headline"]
+    assert data["rsa"]["r"][0][1] == pytest.approx(1.0) and head["steering_diagonal"]["value"] is not None
+    assert all(v is None for k, v in head.items() if k != "steering_diagonal") and data["runs"][0]["analysis"] is None
     assert data["runs"][0]["steering_validation"]["dominance"] is not None
     page = render_compare(data, setup / "compare.html").read_text()
     assert "Content-Security-Policy" in page and "<script" not in page and "http" not in page.split("</head>")[1]
@@ -163,3 +167,83 @@ def test_run_killed_between_and_inside_stages_resumes(setup: Path) -> None:
     assert vectors_checksum(setup / "inside") == vectors_checksum(setup / "ref") == vectors_checksum(setup / "between")
     rerun = cli(inside)
     assert rerun.returncode == 0 and "fresh, skipped" in rerun.stderr + rerun.stdout
+
+
+def test_evaluate_stage_runs_is_skipped_when_fresh_and_times_every_stage(setup: Path) -> None:
+    cfg = load_config(write_config(setup, "ev", run={"stages": ["extract", "controls", "evaluate", "report"]},
+                                   evaluate={"layers": "default", "bootstrap": 20}, controls={"permutations": 5}))
+    out = Path(cfg["run"]["out"])
+    first = run(cfg, faces=FACES)
+    assert [k for k in first["stages"]] == ["extract", "controls", "evaluate", "report"]
+    evidence = json.loads((out / "results" / "evidence.json").read_text())
+    assert evidence["options"]["n_perm"] == 5 and evidence["stories"] == 4 * len(EMOTIONS)
+    assert evidence["layer"] == EmotionVectors.load(out).default_layer  # no analysis in this run: its default layer
+    ev = json.loads((out / "results" / "evaluation.json").read_text())
+    row = ev["layers"][0]
+    assert ev["source"] == "built-in held-out stories" and ev["records"] == 2 * len(EMOTIONS)  # 2 held out each
+    assert row["layer"] == ev["headline_layer"] and row["of_all"] == len(EMOTIONS) and len(row["top1_ci"]) == 2
+    assert ev["focal"]["records"] == 2 * len(EMOTIONS) and "top1" in ev["lexical"]  # these four are all focal
+    page = (out / "report.html").read_text()
+    assert "Held-out evaluation" in page and "Verdicts and controls" in page and "malformed" not in page
+    timings = json.loads(timings_path(out).read_text())
+    assert timings["complete"] and list(timings["stages"]) == ["extract", "controls", "evaluate", "report"]
+    assert not any(t["skipped"] for t in timings["stages"].values()) and timings["model_load_in"] == "extract"
+    assert all(t["wall_s"] > 0 for t in timings["stages"].values()) and not any(out.rglob("*.tmp"))
+    again = run(cfg, faces=FACES)
+    assert again["stages"]["evaluate"]["status"] == again["stages"]["controls"]["status"] == "fresh"
+    timings = json.loads(timings_path(out).read_text())
+    assert timings["stages"]["evaluate"]["skipped"] and not timings["stages"]["report"]["skipped"]
+    assert timings["stages"]["evaluate"]["last_run_s"] == first["stages"]["evaluate"]["seconds"]
+    cfg["evaluate"]["bootstrap"] = 10  # its own option: only it reruns
+    changed = run(cfg, faces=FACES)
+    assert changed["stages"]["extract"]["status"] == changed["stages"]["controls"]["status"] == "fresh"
+    assert changed["stages"]["evaluate"]["status"] == "ran"
+    cfg["run"]["stages"] = ["extract", "report"]  # dropping (or adding) evaluate or controls keeps extraction fresh
+    assert run(cfg, faces=FACES)["stages"]["extract"]["status"] == "fresh"
+
+
+def test_bad_evaluate_and_activities_options_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    for text, words in (("[evaluate]\nposition = \"middle\"\n", "evaluate.position"),
+                        ("[evaluate]\nbootstrap = -1\n", "evaluate.bootstrap"),
+                        ("[preferences]\nactivities = \"nowhere.txt\"\n", "preferences.activities")):
+        path = tmp_path / "bad.toml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=words):
+            load_config(path)
+
+
+def test_compare_headline_has_every_number_with_its_evidence(setup: Path) -> None:
+    """Synthetic analysis, evidence and preferences results beside a real evaluation: the headline carries each
+    number with its CI / null / baseline, and the Markdown table script prints them."""
+    cfg = load_config(write_config(setup, "hd", run={"stages": ["extract", "evaluate", "validate-steering"]},
+                                   evaluate={"layers": "default", "bootstrap": 20}))
+    out = Path(cfg["run"]["out"])
+    run(cfg)
+    crit = [{"key": k, "ours": 0.5, "ci": [0.4, 0.6], "null_mean": 0.1, "null_q95": 0.2, "null_n": 50, "p": 0.02,
+             "verdict": "holds weakly", "paper": "0.81", "lexical_best": {"name": "embedding", "value": 0.3}}
+            for k in ("pc1_valence_r", "best5_valence_r", "decode_valence_r", "decode_arousal_r")]
+    save_result(out, "evidence", {"criteria": crit})
+    save_result(out, "analysis", {"layer": 1, "norms": {"human": {
+        "valence": {"pearson": 0.45, "pearson_ci": [0.3, 0.6], "best_pc": 1, "best_pc_r": 0.45},
+        "arousal": {"pearson": 0.2, "pearson_ci": [0.0, 0.4], "best_pc": 3, "best_pc_r": 0.35}}}})
+    save_result(out, "preferences", {"correlations": {"blissful": 0.6, "hostile": -0.5}, "activities": [{}] * 64,
+                                     "paper": {"blissful_r": 0.71, "hostile_r": -0.74}})
+    data = compare([out])
+    h = data["runs"][0]["headline"]
+    assert h["pc1_valence_r"]["source"] == "evidence" and h["pc1_valence_r"]["null"]["q95"] == 0.2
+    assert h["decode_valence_r"]["ci"] == [0.4, 0.6] and h["decode_valence_r"]["baseline"]["value"] == 0.3
+    assert h["pc2_arousal_r"]["source"] == "analysis" and h["pc2_arousal_r"]["ci"] == [0.0, 0.4]
+    assert h["best_pc_arousal_r"]["pc"] == 3 and h["best_pc_arousal_r"]["value"] == 0.35
+    top1 = h["heldout_top1"]
+    assert top1["null"]["chance"] == pytest.approx(1 / len(EMOTIONS)) and top1["baseline"]["value"] is not None
+    assert len(top1["ci"]) == 2 and h["heldout_top1_focal"]["value"] is not None
+    assert h["steering_diagonal"]["null"]["chance"] == pytest.approx(1 / len(EMOTIONS))
+    assert h["preference_blissful_r"]["value"] == 0.6 and h["preference_hostile_r"]["paper"] == -0.74
+    assert set(data["runs"][0]["timings"]["stages"]) == {"extract", "evaluate", "validate-steering"}
+    page = render_compare(data, setup / "hd.html").read_text()
+    assert "held-out top-1 among the focal emotions" in page and "null q95 0.200" in page
+    (setup / "hd.json").write_text(json.dumps(data))
+    script = Path(__file__).parents[1] / "benchmarks" / "headline_table.py"
+    md = subprocess.run([sys.executable, str(script), str(setup / "hd.json")], capture_output=True, text=True,
+                        check=True).stdout
+    assert "| valence decodability (nested-CV r) | 0.50 [0.40, 0.60]; null q95 0.20, p 0.02; lexical 0.30" in md

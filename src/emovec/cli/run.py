@@ -10,7 +10,7 @@ from rich.table import Table
 
 from emovec.cli.common import console, out, progress_bar
 from emovec.report import render_report
-from emovec.run import Config, load_config, plan, run
+from emovec.run import Config, load_config, plan, run, timings_path
 from emovec.run.config import default_text
 
 
@@ -30,7 +30,7 @@ def run_command(
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (overrides run.out).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model alias, directory, GGUF file or hub id (overrides run.model).")] = None,
 ) -> None:
-    """Run the whole method (extract → analyze → validate-steering → preferences → report), skipping fresh stages; rerun to resume."""
+    """Run the whole method (extract → analyze → controls → evaluate → validate-steering → preferences → report), skipping fresh stages; rerun to resume."""
     if print_config:
         out.print(default_text(), end="", soft_wrap=True)
         return
@@ -60,11 +60,16 @@ def run_command(
         except KeyboardInterrupt:
             console.print("interrupted: finished stages and checkpoints are kept; rerun the same command to resume")
             raise typer.Exit(130) from None
-    table = Table(title=f"emovec run · {config['run']['model']}")
-    for col in ("stage", "status", "seconds"):
+    table = Table(title=f"emovec run · {config['run']['model']} · wall time per stage")
+    for col in ("stage", "status", "wall s (this run)", "last full run s"):
         table.add_column(col)
     for name, row in summary["stages"].items():  # type: ignore[union-attr]
-        table.add_row(name, str(row["status"]), "" if row["seconds"] is None else f"{row['seconds']:.1f}")
+        table.add_row(name, "skipped (fresh)" if row["status"] == "fresh" else str(row["status"]),
+                      f"{row['wall_s']:.1f}", "" if row["seconds"] is None else f"{row['seconds']:.1f}")
     out.print(table)
+    load_s = summary["model_load_seconds"]
+    out.print(f"timings: {timings_path(Path(config['run']['out']))}"
+              + ("" if load_s is None else f" (model load {load_s:.1f}s, inside the first stage that used it)"),
+              soft_wrap=True)
     if "report" in todo:
         out.print(f"report: {(Path(config['run']['out']) / config['report']['file']).resolve()}", soft_wrap=True)

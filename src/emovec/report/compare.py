@@ -49,13 +49,6 @@ def _fmt(v: object, digits: int = 3) -> str:
     return str(v)
 
 
-def _ci(d: object, key: str = "pearson") -> str:
-    if not isinstance(d, Mapping) or d.get(key) is None:
-        return "—"
-    ci = d.get(f"{key}_ci")
-    return _fmt(d[key]) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if isinstance(ci, list) and len(ci) == 2 else "")
-
-
 def _at(r: Mapping, *keys: str) -> object:
     d: object = r
     for k in keys:
@@ -63,21 +56,51 @@ def _at(r: Mapping, *keys: str) -> object:
     return d
 
 
+def _h(r: Mapping, key: str) -> str:
+    """A headline entry: value [CI] · null · baseline, as far as the results carry them."""
+    e = _at(r, "headline", key)
+    if not isinstance(e, Mapping) or e.get("value") is None:
+        return "—"
+    ci, null, base = e.get("ci"), e.get("null"), e.get("baseline")
+    text = _fmt(e["value"]) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if isinstance(ci, list) and len(ci) == 2 else "")
+    if e.get("pc") is not None:
+        text += f" (PC{e['pc']})"
+    if isinstance(null, Mapping):
+        text += "; " + ", ".join(f"null {k} {_fmt(v)}" for k, v in null.items() if v is not None)
+    if isinstance(base, Mapping) and base.get("value") is not None:
+        text += f"; {base.get('name')} {_fmt(base['value'])}"
+    if e.get("verdict"):
+        text += f"; {e['verdict']}"
+    return text + (f"; paper {e['paper']}" if e.get("paper") is not None else "")
+
+
+def _stage_times(r: Mapping) -> str:
+    stages = _at(r, "timings", "stages")
+    if not isinstance(stages, Mapping):
+        return "—"
+    return ", ".join(f"{k} {_fmt(v.get('last_run_s'), 0)}" + (" (skipped last run)" if v.get("skipped") else "")
+                     for k, v in stages.items()) or "—"
+
+
 ROWS = [
-    ("PC1 / PC2 share of variance", lambda r: " / ".join(_fmt(v) for v in (_at(r, "headline", "pc_variance") or [])[:2]) or "—"),
-    ("PC1 ↔ human valence r [95% CI]", lambda r: _ci(_at(r, "headline", "valence"))),
-    ("valence's best PC, |r|", lambda r: f"PC{_at(r, 'headline', 'valence', 'best_pc')}, {_fmt(_at(r, 'headline', 'valence', 'best_pc_r'))}"),
-    ("PC2 ↔ human arousal r [95% CI]", lambda r: _ci(_at(r, "headline", "arousal"))),
-    ("arousal's best PC, |r|", lambda r: f"PC{_at(r, 'headline', 'arousal', 'best_pc')}, {_fmt(_at(r, 'headline', 'arousal', 'best_pc_r'))}"),
-    ("k-means ARI vs the paper's clusters", lambda r: _fmt(_at(r, "headline", "kmeans", "adjusted_rand"))),
-    ("logit lens: own word in top 100", lambda r: _fmt(_at(r, "headline", "logit_lens_own_top100"))),
-    ("held-out evaluation", lambda r: "not run" if r.get("evaluation") is None else json.dumps(r["evaluation"])[:200]),
-    ("steering diagonal: row max share", lambda r: _fmt(_at(r, "steering_validation", "dominance", "rows_diagonal_max"))),
+    ("PC1 / PC2 share of variance", lambda r: " / ".join(_fmt(v) for v in (_at(r, "analysis", "pc_variance") or [])[:2]) or "—"),
+    ("PC1 ↔ human valence r", lambda r: _h(r, "pc1_valence_r")),
+    ("valence, best of the top PCs |r|", lambda r: _h(r, "best_pc_valence_r")),
+    ("PC2 ↔ human arousal r", lambda r: _h(r, "pc2_arousal_r")),
+    ("arousal, best of the top PCs |r|", lambda r: _h(r, "best_pc_arousal_r")),
+    ("valence decodability (nested-CV ridge r)", lambda r: _h(r, "decode_valence_r")),
+    ("arousal decodability (nested-CV ridge r)", lambda r: _h(r, "decode_arousal_r")),
+    ("k-means ARI vs the paper's clusters", lambda r: _fmt(_at(r, "analysis", "kmeans", "adjusted_rand"))),
+    ("logit lens: own word in top 100", lambda r: _fmt(_at(r, "analysis", "logit_lens_own_top100"))),
+    ("held-out top-1 among all emotions", lambda r: _h(r, "heldout_top1")),
+    ("held-out top-1 among the focal emotions", lambda r: _h(r, "heldout_top1_focal")),
+    ("steering diagonal: row max share", lambda r: _h(r, "steering_diagonal")),
     ("steering diagonal mean vs off-diagonal", lambda r: f"{_fmt(_at(r, 'steering_validation', 'dominance', 'diagonal_mean'))} vs "
                                                         f"{_fmt(_at(r, 'steering_validation', 'dominance', 'off_diagonal_mean'))}"),
-    ("blissful ↔ Elo r", lambda r: _fmt(_at(r, "preferences", "correlations", "blissful"))),
-    ("hostile ↔ Elo r", lambda r: _fmt(_at(r, "preferences", "correlations", "hostile"))),
-    ("stage seconds", lambda r: ", ".join(f"{k} {_fmt(v.get('seconds'), 0)}" for k, v in (_at(r, "timings", "stages") or {}).items()) or "—"),
+    ("blissful ↔ Elo r", lambda r: _h(r, "preference_blissful_r")),
+    ("hostile ↔ Elo r", lambda r: _h(r, "preference_hostile_r")),
+    ("timings: seconds per stage (last full run)", _stage_times),
+    ("timings: model load s", lambda r: _fmt(_at(r, "timings", "model_load_s"), 1)),
 ]
 
 

@@ -72,7 +72,14 @@ def evidence_section(ev: Mapping[str, object]) -> str:
 
 
 def evaluation_section(ev: Mapping[str, object]) -> str:
-    """HTML for `evaluation.json`: per layer with CIs, the lexical baseline beside it."""
+    """HTML for `evaluation.json`: per layer with CIs, the lexical baseline beside it (and the same among the
+    focal emotions alone when `emovec run` added it)."""
+    focal = ev.get("focal")
+    return _evaluation(ev) + ("" if not isinstance(focal, Mapping) else
+                              "<h3>Among the focal emotions only</h3>" + _evaluation(focal))
+
+
+def _evaluation(ev: Mapping[str, object]) -> str:
     lex = ev["lexical"]
     head = f"<p>{escape(str(ev['records']))} {escape(str(ev['kind']))} records from {escape(str(ev['source']))}; " \
            f"pooling {escape(str(ev['position']))}; headline layer {escape(str(ev['headline_layer']))}. " \

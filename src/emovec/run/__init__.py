@@ -4,6 +4,9 @@ A stage's fingerprint hashes what changes its numbers: its config section, the m
 SHA-256, else its name), and the vectors' checksum (extraction: the corpus fingerprint instead). It is stored
 beside the results in RUN/run/STAGE.json once the stage has finished, so a run killed anywhere reruns only
 the unfinished stage, which resumes from its own checkpoints (captures, tournaments, rollouts).
+
+Each invocation's wall time per stage (and whether it was skipped as fresh) goes to RUN/run/timings.json,
+rewritten atomically after every stage, so an interrupted run still leaves the times of what it finished.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from emovec.artifact import (
     locked,
     read_json,
     save_result,
+    sha256_file,
     sha256_json,
     vectors_checksum,
     write_json_atomic,
@@ -35,7 +39,16 @@ from emovec.run.stages import (
     discard_capture,
 )
 
-__all__ = ["STAGES", "STAGE_NAMES", "Config", "load_config", "plan", "run", "stamp_path"]
+__all__ = ["STAGES", "STAGE_NAMES", "TIMINGS_FORMAT", "Config", "load_config", "plan", "run", "stamp_path",
+           "timings_path"]
+
+TIMINGS_FORMAT = "emovec.timings/1"
+# Stages added after fingerprints were first stored that read only the artifact's layers (they widen no capture):
+# leaving them out of extraction's fingerprint keeps earlier runs' extractions fresh when they are added.
+CAPTURE_NEUTRAL = ("controls", "evaluate")
+# Options added after fingerprints were first stored: hashed only when set (a file: by its contents), so adding
+# them keeps earlier runs' results fresh.
+LATER_FILES = {"preferences": ("activities",)}
 
 StageFn = Callable[[Path, Config], list[str]]
 Notify = Callable[[str, str], None]  # (stage, "fresh" | "running" | "done")
@@ -50,18 +63,32 @@ def stamp_path(out: Path, stage: str) -> Path:
     return Path(out) / "run" / f"{stage}.json"
 
 
+def timings_path(out: Path) -> Path:
+    return Path(out) / "run" / "timings.json"
+
+
 def model_identity(config: Config) -> str:
     name = config["run"]["model"]
     return ALIASES[name].sha256 if name in ALIASES else name
+
+
+def _options(config: Config, section: str) -> dict[str, Any]:
+    values = dict(config[section])
+    for key in LATER_FILES.get(section, ()):
+        path = values.pop(key)
+        if path:
+            values[key] = sha256_file(Path(path))
+    return values
 
 
 def fingerprint(config: Config, stage: str, out: Path) -> str:
     """What the stage's result depends on, hashed."""
     spec = STAGE_NAMES[stage]
     ident: dict[str, Any] = {"stage": stage, "model": model_identity(config), "dtype": config["run"]["dtype"],
-                             "options": {s: config[s] for s in spec.options}}
+                             "options": {s: _options(config, s) for s in spec.options}}
     if stage == "extract":  # the layers kept depend on what the later stages read
-        ident |= {"corpus": corpus_identity(config), "stages": sorted(config["run"]["stages"]),
+        ident |= {"corpus": corpus_identity(config),
+                  "stages": sorted(s for s in config["run"]["stages"] if s not in CAPTURE_NEUTRAL),
                   "sweep": config["analyze"]["sweep"]}
     elif (Path(out) / MANIFEST).exists():
         ident["vectors"] = vectors_checksum(Path(out))
@@ -119,13 +146,29 @@ def run(config: Config, stages: Sequence[str] | None = None, force: Sequence[str
 
     ctx = Context(config, out, load, log)
     report: dict[str, dict[str, object]] = {}
+    begun = time.perf_counter()
+
+    def save_timings(complete: bool) -> None:
+        write_json_atomic(timings_path(out), {
+            "format": TIMINGS_FORMAT, "model": config["run"]["model"], "complete": complete,
+            "total_s": round(time.perf_counter() - begun, 2), "model_load_s": timing.get("model_load"),
+            "model_load_in": timing_stage[0] if timing_stage else None,
+            "stages": {k: {"skipped": v["status"] == "fresh", "wall_s": v["wall_s"], "last_run_s": v["seconds"]}
+                       for k, v in report.items()},
+            "note": "wall_s: this invocation (a skipped stage: its freshness check); last_run_s: the stage's last "
+                    "full run; the stage named by model_load_in includes the model load in its wall_s"})
+
+    timing_stage: list[str] = []
     with locked(out):
         (out / "run").mkdir(exist_ok=True)
         for name in todo:
+            t0 = time.perf_counter()
             fp = fingerprint(config, name, out)
             if name not in force and name != "report" and is_fresh(out, name, fp):
                 stamp = read_json(stamp_path(out, name), "run stamp")
-                report[name] = {"status": "fresh", "seconds": stamp.get("seconds")}
+                report[name] = {"status": "fresh", "seconds": stamp.get("seconds"),
+                                "wall_s": round(time.perf_counter() - t0, 3)}
+                save_timings(False)
                 notify(name, "fresh")
                 continue
             notify(name, "running")
@@ -135,18 +178,22 @@ def run(config: Config, stages: Sequence[str] | None = None, force: Sequence[str
                 if name in force or (isinstance(previous, dict) and previous.get("fingerprint") != fp):
                     discard_capture(out)
             write_json_atomic(started, {"fingerprint": fp})
-            t0 = time.perf_counter()
+            loaded = bool(model)
             fn = (faces or {}).get(name)
             outputs = fn(out, config) if fn else STAGE_NAMES[name].fn(ctx)
             seconds = round(time.perf_counter() - t0, 2)
+            if model and not loaded:
+                timing_stage.append(name)
             stamp = {"fingerprint": fp,
                      "seconds": seconds, "outputs": outputs}
             if name == "extract":
                 stamp["vectors"] = vectors_checksum(out)
             write_json_atomic(stamp_path(out, name), stamp)
-            report[name] = {"status": "ran", "seconds": seconds}
+            report[name] = {"status": "ran", "seconds": seconds, "wall_s": seconds}
+            save_timings(False)
             notify(name, "done")
             fault_point(f"run.{name}.done")
+        save_timings(True)
         summary = {"model": config["run"]["model"], "stages": report, "model_load_seconds": timing.get("model_load"),
                    "config": config}
         if (out / MANIFEST).exists():

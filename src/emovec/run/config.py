@@ -17,6 +17,7 @@ import tomllib
 import yaml
 
 from emovec.errors import ConfigError
+from emovec.evaluate import parse_position
 
 Config = dict[str, dict[str, Any]]
 DEFAULT_FILE = "run-default.toml"
@@ -83,11 +84,20 @@ def _check_values(c: dict[str, dict[str, Any]], where: str, stages: Collection[s
               ("extract.offset", c["extract"]["offset"] >= 1, ">= 1"),
               ("extract.batch_size", c["extract"]["batch_size"] >= 1, ">= 1"),
               ("extract.short_policy", c["extract"]["short_policy"] in ("skip", "whole"), "skip or whole"),
+              ("controls.permutations", c["controls"]["permutations"] >= 1, ">= 1"),
+              ("evaluate.bootstrap", c["evaluate"]["bootstrap"] >= 0, ">= 0"),
               ("validate_steering.strength", c["validate_steering"]["strength"] > 0, "> 0"),
               ("preferences.steer_count", c["preferences"]["steer_count"] >= 0, ">= 0"),
               ("preferences.bootstrap", c["preferences"]["bootstrap"] >= 0, ">= 0"),
               ("preferences.batch_size", c["preferences"]["batch_size"] >= 0, ">= 0 (0: as many as fit)"),
               ("behaviour.samples", c["behaviour"]["samples"] >= 1, ">= 1")]
+    activities = c["preferences"]["activities"]
+    if activities and not Path(activities).is_file():
+        raise ConfigError(f"{where}: preferences.activities = {activities!r}: no such file")
+    try:
+        parse_position(c["evaluate"]["position"])
+    except ConfigError:
+        checks.append(("evaluate.position", False, "mean, last or from:K (K >= 1)"))
     for name, ok, want in checks:
         if not ok:
             section, key = name.split(".")

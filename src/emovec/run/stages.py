@@ -12,17 +12,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from emovec.analysis.evidence import RESULT_NAME as EVIDENCE
+from emovec.analysis.evidence import EvidenceOptions, run_evidence
 from emovec.analysis.suite import RESULT_NAME as ANALYSIS
 from emovec.analysis.suite import AnalysisOptions, run_analysis
-from emovec.artifact import check_free_space, results_dir, save_result
+from emovec.artifact import check_free_space, load_result, results_dir, save_result
 from emovec.behaviour.judge import make_judge
 from emovec.behaviour.rollouts import RolloutStore, conditions_for
 from emovec.behaviour.runner import BehaveConfig, run_behave
 from emovec.storage import projected_bytes
+from emovec.concepts import concepts
 from emovec.corpus import Corpus, load_corpus
+from emovec.errors import ConfigError
+from emovec.evaluate import RESULT_NAME as EVALUATION
+from emovec.evaluate import builtin_heldout
+from emovec.evaluate import evaluate as run_evaluate
 from emovec.models import LoadedModel, parse_layer_spec
 from emovec.preferences import RESULT_NAME as PREFERENCES
 from emovec.preferences import run_preferences
+from emovec.preferences.activities import load_activities
 from emovec.preferences.run import middle_layers
 from emovec.run.config import Config
 from emovec.steering_validation import RESULT_NAME as STEERING
@@ -98,6 +106,52 @@ def analyze(ctx: Context) -> list[str]:
     return [str(save_result(ctx.out, ANALYSIS, result))]
 
 
+def controls(ctx: Context) -> list[str]:
+    """The evidence `emovec analyze` adds to the analysis (shuffled-label nulls, story-bootstrap CIs, lexical
+    baselines, reliability, layer choice), at the analysis's layer."""
+    c, a = ctx.config["controls"], ctx.config["analyze"]
+    vecs = ctx.vectors()
+    stored = load_result(ctx.out, ANALYSIS)
+    layer = stored.data.get("layer") if stored is not None and not stored.stale else None
+    options = EvidenceOptions(n_perm=c["permutations"], n_boot=c["permutations"], seed=a["seed"],
+                              standardise=c["standardise"])
+    result = run_evidence(ctx.out, vecs, ctx.load(), layer if isinstance(layer, int) else None, options, log=ctx.log)
+    return [str(save_result(ctx.out, EVIDENCE, result))]
+
+
+def evaluate_layers(spec: str, vecs: EmotionVectors) -> list[int]:
+    """`all` (every layer the artifact has), `default` (its ≈ 2/3-depth layer) or a spec like `5-20`, kept to the
+    artifact's layers."""
+    if spec == "all":
+        return list(vecs.layers)
+    if spec == "default":
+        return [vecs.default_layer]
+    chosen = [x for x in parse_layer_spec(spec, vecs.model.num_layers, "evaluate.layers") if x in vecs.layers]
+    if not chosen:
+        raise ConfigError(f"evaluate.layers {spec!r}: none of these layers is in the artifact "
+                          f"(it has {vecs.layers[0]}..{vecs.layers[-1]}, {len(vecs.layers)} layers)",
+                          param="evaluate.layers")
+    return chosen
+
+
+def evaluate(ctx: Context) -> list[str]:
+    """`emovec evaluate ARTIFACT --data heldout` (every emotion's held-out stories, top-1/3 among all of them),
+    plus the same on the 12 focal emotions' held-out stories alone (top-1/3 among those 12), as `focal`."""
+    c = ctx.config["evaluate"]
+    vecs, lm = ctx.vectors(), ctx.load()
+    layers = evaluate_layers(c["layers"], vecs)
+    records = builtin_heldout(vecs.emotions)
+    ctx.log(f"evaluate: {len(records)} held-out stories, {len(layers)} layer(s), pooling {c['position']}")
+    result = run_evaluate(vecs, lm, "label", records, layers, c["position"], c["bootstrap"], c["seed"],
+                          "built-in held-out stories")
+    focal = set(concepts().focal)
+    subset = [r for r in records if r["label"] in focal]
+    if c["focal"] and len({r["label"] for r in subset}) >= 2:
+        result["focal"] = run_evaluate(vecs, lm, "label", subset, layers, c["position"], c["bootstrap"], c["seed"],
+                                       "built-in held-out stories of the focal emotions")
+    return [str(save_result(ctx.out, EVALUATION, result))]
+
+
 def steering(ctx: Context) -> list[str]:
     c = ctx.config["validate_steering"]
     result = validate_steering(ctx.load(), ctx.vectors(), None, c["strength"], c["emotions"] or None, c["frame"])
@@ -109,7 +163,8 @@ def preferences(ctx: Context) -> list[str]:
     vecs = ctx.vectors()
     lm = ctx.load()
     layers = [layer for layer in middle_layers(lm.spec.num_layers) if layer in vecs.layers] or None
-    result = run_preferences(lm, vecs, frame=c["frame"], layers=layers, steer_count=c["steer_count"],
+    activities = load_activities(c["activities"]) if c["activities"] else None
+    result = run_preferences(lm, vecs, activities, frame=c["frame"], layers=layers, steer_count=c["steer_count"],
                              strengths=c["strengths"], hard=c["hard"], n_boot=c["bootstrap"],
                              batch_size=c["batch_size"], work_dir=results_dir(ctx.out) / "preferences-work")
     return [str(save_result(ctx.out, PREFERENCES, result))]
@@ -148,6 +203,8 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("extract", ("extract",), extract),
     Stage("analyze", ("analyze",), analyze),
+    Stage("controls", ("controls", "analyze"), controls),
+    Stage("evaluate", ("evaluate",), evaluate),
     Stage("validate-steering", ("validate_steering",), steering),
     Stage("preferences", ("preferences",), preferences),
     Stage("behaviour", ("behaviour",), behaviour),
