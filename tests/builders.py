@@ -69,8 +69,10 @@ STORY_WORDS = {
 }
 
 
-def write_corpus(directory: Path, per_emotion: int = 4, neutral: int = 6, words: int = 70) -> tuple[Path, Path]:
-    """A small synthetic corpus (valid emotions and topics) whose texts differ by emotion."""
+def write_corpus(directory: Path, per_emotion: int = 4, neutral: int = 6, words: int = 70,
+                  heldout: int = 0) -> tuple[Path, Path]:
+    """A small synthetic corpus (valid emotions and topics) whose texts differ by emotion; `heldout` more stories
+    per emotion marked `split: heldout` (drawn from their own generator, so the training texts stay the same)."""
     import random
 
     rng = random.Random(0)
@@ -83,6 +85,12 @@ def write_corpus(directory: Path, per_emotion: int = 4, neutral: int = 6, words:
                 text = " ".join(rng.choice(pool) for _ in range(words + 3 * i))
                 fh.write(json.dumps({"id": f"{emotion}-{i:02d}", "emotion": emotion, "topic": f"topic {i}",
                                      "text": text, "source": "test"}) + "\n")
+        spare = random.Random(1)
+        for emotion, vocab in STORY_WORDS.items():
+            for i in range(heldout):
+                text = " ".join(spare.choice(vocab.split()) for _ in range(words))
+                fh.write(json.dumps({"id": f"{emotion}-h{i}", "emotion": emotion, "topic": f"topic {i}", "text": text,
+                                     "source": "test", "split": "heldout"}) + "\n")
     neutral_path = directory / "neutral.jsonl"
     filler = "the table lists column names and file paths for the report in order".split()
     with open(neutral_path, "w", encoding="utf-8") as fh:

@@ -37,7 +37,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lm = make_llama()
     lm.model.save_pretrained(d / "model")
     lm.tokenizer.save_pretrained(d / "model")
-    write_corpus(d / "corpus", per_emotion=4, neutral=6)
+    write_corpus(d / "corpus", per_emotion=4, neutral=6, heldout=2)
     return d
 
 
@@ -180,7 +180,7 @@ def test_evaluate_stage_runs_is_skipped_when_fresh_and_times_every_stage(setup: 
     assert evidence["layer"] == EmotionVectors.load(out).default_layer  # no analysis in this run: its default layer
     ev = json.loads((out / "results" / "evaluation.json").read_text())
     row = ev["layers"][0]
-    assert ev["source"] == "built-in held-out stories" and ev["records"] == 2 * len(EMOTIONS)  # 2 held out each
+    assert ev["source"] == "held-out stories of extract.stories" and ev["records"] == 2 * len(EMOTIONS)  # 2 each
     assert row["layer"] == ev["headline_layer"] and row["of_all"] == len(EMOTIONS) and len(row["top1_ci"]) == 2
     assert ev["focal"]["records"] == 2 * len(EMOTIONS) and "top1" in ev["lexical"]  # these four are all focal
     page = (out / "report.html").read_text()

@@ -8,7 +8,7 @@ vectors' checksum or, for extraction, the model and corpus).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,21 +134,36 @@ def evaluate_layers(spec: str, vecs: EmotionVectors) -> list[int]:
     return chosen
 
 
+def heldout_records(config: Config, emotions: Sequence[str]) -> tuple[list[dict[str, object]], str]:
+    """The held-out stories of the corpus the vectors came from: the built-in split, or the `split: heldout`
+    records of the user's `extract.stories` (never stories of another corpus)."""
+    paths = config["extract"]["stories"]
+    if not paths:
+        return builtin_heldout(emotions), "built-in held-out stories"
+    wanted = set(emotions)
+    records = [{"text": s.text, "label": s.emotion}
+               for s in load_corpus(paths, None, None, split="heldout").stories if s.emotion in wanted]
+    if len({r["label"] for r in records}) < 2:
+        raise ConfigError("evaluate: the stories in extract.stories have held-out records for fewer than 2 of the "
+                          "artifact's emotions; mark some `\"split\": \"heldout\"` or drop \"evaluate\" from "
+                          "run.stages", param="extract.stories")
+    return records, "held-out stories of extract.stories"
+
+
 def evaluate(ctx: Context) -> list[str]:
     """`emovec evaluate ARTIFACT --data heldout` (every emotion's held-out stories, top-1/3 among all of them),
     plus the same on the 12 focal emotions' held-out stories alone (top-1/3 among those 12), as `focal`."""
     c = ctx.config["evaluate"]
     vecs, lm = ctx.vectors(), ctx.load()
     layers = evaluate_layers(c["layers"], vecs)
-    records = builtin_heldout(vecs.emotions)
+    records, source = heldout_records(ctx.config, vecs.emotions)
     ctx.log(f"evaluate: {len(records)} held-out stories, {len(layers)} layer(s), pooling {c['position']}")
-    result = run_evaluate(vecs, lm, "label", records, layers, c["position"], c["bootstrap"], c["seed"],
-                          "built-in held-out stories")
+    result = run_evaluate(vecs, lm, "label", records, layers, c["position"], c["bootstrap"], c["seed"], source)
     focal = set(concepts().focal)
     subset = [r for r in records if r["label"] in focal]
     if c["focal"] and len({r["label"] for r in subset}) >= 2:
         result["focal"] = run_evaluate(vecs, lm, "label", subset, layers, c["position"], c["bootstrap"], c["seed"],
-                                       "built-in held-out stories of the focal emotions")
+                                       f"{source} of the focal emotions")
     return [str(save_result(ctx.out, EVALUATION, result))]
 
 
