@@ -73,5 +73,6 @@ def test_steering_experiments_run_end_to_end(tiny_llama, single_thread):
     assert [r["emotion"] for r in out["deflection"]["rows"]] == [t for t in DEFLECTION_PROMPTS if t in emos]
     assert set(out["deflection"]["summary"]) == {"baseline", "toward_deflection", "against_story", "random"}
     json.dumps(out)
+    out["speakers"]["rows"][0]["replies"]["random"][0] = "<script>alert(1)</script>"
     html = speaker_steering_section(out)
-    assert "random" in html and "<script" not in html
+    assert "random" in html and "<script" not in html and "&lt;script&gt;" in html

@@ -18,7 +18,8 @@ from emovec.dialogues import (DEFLECTION_TARGETS, TwoSpeakerDialogue, load_defle
 from emovec.mixed_probe import mixed_probe
 from emovec.report.speakers import deflection_section, speakers_section
 from emovec.sampling import Sampling
-from emovec.speakers import speaker_analysis, speaker_probes
+from emovec.ratings import judge_ratings
+from emovec.speakers import regulation, speaker_analysis, speaker_probes
 from tests.builders import small_vectors, unit
 
 EMOTIONS = ["calm", "happy", "afraid", "sad", "angry", "proud", "nervous", "loving"]
@@ -142,3 +143,19 @@ def test_cli_refuses_bad_numbers_before_loading(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as info:
         main()
     assert info.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_planted_arousal_regulation_is_recovered():
+    """Each other-speaker vector is planted on the present vector of the emotion with the most opposite arousal:
+    the weighted arousal then runs against the emotion's own (r < 0), and not under a random pairing."""
+    ratings = judge_ratings()[0]
+    names = [e for e in ("calm", "serene", "sad", "afraid", "angry", "excited", "ecstatic", "weary", "bored",
+                         "nervous", "relaxed", "furious") if e in ratings]
+    rng = np.random.default_rng(0)
+    pool = np.linalg.qr(rng.normal(size=(64, len(names))))[0].T
+    arousal = np.array([ratings[e].arousal for e in names])
+    opposite = [int(np.argmax(np.abs(a - arousal))) for a in arousal]
+    got = regulation(pool[opposite] + 0.05 * rng.normal(size=pool.shape), names, pool, names, permutations=200)
+    assert got["arousal"]["r"] < -0.5 and got["arousal"]["p_two_sided"] < 0.05
+    null = regulation(pool[rng.permutation(len(names))], names, pool, names, permutations=200)
+    assert abs(null["arousal"]["r"]) < abs(got["arousal"]["r"])

@@ -142,7 +142,7 @@ def speaker_steering(lm: LoadedModel, vecs: EmotionVectors, present: Mapping[str
             "random": {layer: norm * random_direction(lm.spec.hidden_size, seed + 1000 + k)}}
         rows.append((e, ids, blends, REACTIONS.get(e, ())))
     result = _experiment(lm, rows, sampling, samples)
-    return {"prompt": render_prompt(lm, user, frame), "paper_prompt": PAPER_HI, **result}
+    return {"prompt": render_prompt(lm, user, frame), "paper_prompt": PAPER_HI, "direction_norm": norm, **result}
 
 
 def deflection_steering(lm: LoadedModel, vecs: EmotionVectors, hidden: Mapping[str, np.ndarray], layer: int,
@@ -162,7 +162,7 @@ def deflection_steering(lm: LoadedModel, vecs: EmotionVectors, hidden: Mapping[s
             "against_story": {layer: -norm * vecs.vector(t, layer)},
             "random": {layer: norm * random_direction(lm.spec.hidden_size, seed + 2000 + k)}}
         rows.append((t, encode_prompt(lm, text, "plain"), blends, ()))
-    return {"prompts": chosen, **_experiment(lm, rows, sampling, samples)}
+    return {"prompts": chosen, "direction_norm": norm, **_experiment(lm, rows, sampling, samples)}
 
 
 def steering_experiments(lm: LoadedModel, vecs: EmotionVectors, dialogues: Sequence[TwoSpeakerDialogue],

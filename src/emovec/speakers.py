@@ -7,6 +7,7 @@ A-tok/H-emo and H-tok/A-emo other-speaker probes. Each is a difference of means 
 the mean over emotions) with the artifact's neutral components projected out, as for the story vectors.
 Compared: per-emotion cosine between cells, the emotion×emotion structure across cells, and each cell
 against the story vectors; a shuffled-label null gives the cosine that label-free structure alone reaches.
+Arousal regulation (Fig 59) weighs present-speaker ratings by similarity to each other-speaker vector.
 The paper's controls re-read the same dialogues with both speakers named as people (`FRAMINGS`).
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 from emovec.dialogues import AI, PERSON, Span, TwoSpeakerDialogue, turn_spans
 from emovec.errors import ConfigError
 from emovec.models import LoadedModel
+from emovec.ratings import judge_ratings
 from emovec.readout import token_residuals
 from emovec.vectors import EmotionVectors, project_out
 
@@ -178,7 +180,34 @@ def speaker_analysis(means: np.ndarray, person: Sequence[str], ai: Sequence[str]
             "story_vs_other": float(np.mean([story_cos[c] for c in OTHER])),
             "story_vs_cell_per_emotion": per_emotion, "null_shuffled": {
                 k: {"mean": float(np.mean(v)), "p95": float(np.percentile(v, 95)), "n": len(v)} for k, v in null.items()},
-            "layer_profile": profile, "other_nearest_story": reactions, "paper": dict(PAPER)}
+            "layer_profile": profile, "other_nearest_story": reactions,
+            "regulation": {"present_cell": regulation(at["A-tok/H-emo"], emotions, at["A-tok/A-emo"], emotions, seed=seed),
+                           "story": regulation(at["A-tok/H-emo"], emotions, story_all, vecs.emotions, seed=seed)},
+            "paper": dict(PAPER)}
+
+
+def regulation(other: np.ndarray, emotions: Sequence[str], pool: np.ndarray, pool_names: Sequence[str],
+               permutations: int = 1000, seed: int = 0) -> dict[str, object]:
+    """Paper Fig 59: per emotion, the judged valence/arousal of the `pool` (present-speaker) vectors averaged
+    with weights = their positive cosine with that emotion's other-speaker vector, correlated over emotions with
+    the emotion's own rating (paper: arousal r = -0.47, valence r = 0.07). A permutation p (own ratings
+    shuffled) is the null."""
+    ratings = judge_ratings()[0]
+    rows = [i for i, e in enumerate(emotions) if e in ratings]
+    cols = [j for j, e in enumerate(pool_names) if e in ratings]
+    if len(rows) < 4 or len(cols) < 2:
+        return {"n": len(rows), "note": "too few rated emotions"}
+    sims = (unit(other[rows]) @ unit(pool[cols]).T).clip(min=0)
+    rng = np.random.default_rng(seed)
+    out: dict[str, object] = {"n": len(rows), "pool": len(cols), "ratings": "judge (1-7)"}
+    for dim in ("valence", "arousal"):
+        own = np.array([getattr(ratings[emotions[i]], dim) for i in rows])
+        of_pool = np.array([getattr(ratings[pool_names[j]], dim) for j in cols])
+        weighted = (sims @ of_pool) / sims.sum(axis=1).clip(1e-12)
+        r = float(np.corrcoef(own, weighted)[0, 1])
+        null = np.array([np.corrcoef(rng.permutation(own), weighted)[0, 1] for _ in range(permutations)])
+        out[dim] = {"r": r, "p_two_sided": float((np.abs(null) >= abs(r)).mean())}
+    return out
 
 
 def nearest(v: np.ndarray, m: np.ndarray, names: Sequence[str], k: int) -> list[list[object]]:

@@ -67,6 +67,10 @@ def speakers(
                   soft_wrap=True)
     out.print(f"story_vs_present: {result['story_vs_present']:.3f} (paper 0.52)  story_vs_other: "
               f"{result['story_vs_other']:.3f} (paper 0.20)  present_vs_other paper 0.15-0.25", soft_wrap=True)
+    reg = result["regulation"]["present_cell"]
+    if "arousal" in reg:
+        out.print(f"regulation (present-speaker pool): arousal r {reg['arousal']['r']:+.3f} (p {reg['arousal']['p_two_sided']:.3f}; "
+                  f"paper -0.47)  valence r {reg['valence']['r']:+.3f} (paper 0.07)", soft_wrap=True)
     for name, c in result["controls"].items():
         f = c["families"]
         out.print(f"control {name}: within_present {f['within_present']:.3f} within_other {f['within_other']:.3f} "

@@ -47,11 +47,28 @@ def speakers_section(result: Mapping[str, object]) -> str:
         + _table(["pair", "r"], structure)
         + "<p>Story vectors nearest each other-speaker (A-tok/H-emo) vector (paper Table 14: a reaction, e.g. "
           "angry → sorry, guilty).</p>" + _table(["other-speaker emotion", "nearest story vectors"], reactions)
+        + _regulation(result.get("regulation") or {})  # type: ignore[arg-type]
         + "<p>Controls (paper §7.2: the same result with “Person 1/Person 2” names, as a raw transcript and "
           "framed as an Assistant story): the same dialogues re-read with both speakers named as people.</p>"
         + _table(["framing", "sides", "within present", "within other", "present vs other", "story vs present",
                   "story vs other"], controls)
         + "".join(f"<p>Not built: {esc(str(v))}.</p>" for v in (result.get("not_built") or {}).values()))  # type: ignore[union-attr]
+
+
+def _regulation(reg: Mapping[str, Mapping[str, object]]) -> str:
+    rows = []
+    for pool, got in reg.items():
+        cells = [esc(pool), esc(str(got.get("n")))]
+        for dim in ("arousal", "valence"):
+            d = got.get(dim)
+            cells.append("—" if not d else f"{_f(d['r'], '+.3f')} (p {_f(d['p_two_sided'])})")  # type: ignore[index]
+        rows.append(cells)
+    if not rows:
+        return ""
+    return ("<p>Arousal regulation (paper Fig 59): judged ratings of present-speaker vectors weighted by their "
+            "similarity to each emotion's other-speaker vector, correlated with the emotion's own rating; p from "
+            "shuffled ratings. Paper: arousal r = −0.47, valence r = 0.07.</p>"
+            + _table(["present-speaker pool", "emotions", "arousal r", "valence r"], rows))
 
 
 def deflection_section(result: Mapping[str, object]) -> str:
