@@ -16,9 +16,9 @@ from emovec.dialogue_checks import check_two_speaker
 from emovec.dialogues import (DEFLECTION_TARGETS, TwoSpeakerDialogue, load_deflection, load_two_speaker,
                               speaker_spans, turn_spans)
 from emovec.mixed_probe import mixed_probe
+from emovec.ratings import judge_ratings
 from emovec.report.speakers import deflection_section, speakers_section
 from emovec.sampling import Sampling
-from emovec.ratings import judge_ratings
 from emovec.speakers import regulation, speaker_analysis, speaker_probes
 from tests.builders import small_vectors, unit
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 FOUR = {"afraid", "angry", "calm", "sad"}
 
 
-def _subset(name: str, keep) -> list[str]:  # noqa: ANN001 - a predicate on the record
+def _subset(name: str, keep) -> list[str]:
     lines = (builtin_speakers_dir() / name).read_text("utf-8").splitlines()
     return [ln for ln in lines if ln.strip() and keep(json.loads(ln))]
 
@@ -51,7 +51,7 @@ def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *ar
     return int(exc.value.code or 0), captured.out, captured.err
 
 
-def test_speakers_and_steer_write_json(setup: dict[str, str], capsys, monkeypatch) -> None:  # noqa: ANN001
+def test_speakers_and_steer_write_json(setup: dict[str, str], capsys, monkeypatch) -> None:
     out_json = Path(setup["dir"], "speakers.json")
     code, out, err = run(capsys, monkeypatch, "speakers", setup["art"], "--model", setup["model"], "--dialogues",
                          setup["dialogues"], "--layer", "2", "--permutations", "2", "--json", str(out_json))
@@ -71,7 +71,7 @@ def test_speakers_and_steer_write_json(setup: dict[str, str], capsys, monkeypatc
     assert {r["emotion"] for r in result["deflection"]["rows"]} <= FOUR
 
 
-def test_deflection_writes_json(setup: dict[str, str], capsys, monkeypatch) -> None:  # noqa: ANN001
+def test_deflection_writes_json(setup: dict[str, str], capsys, monkeypatch) -> None:
     out_json = Path(setup["dir"], "deflection.json")
     code, out, err = run(capsys, monkeypatch, "deflection", setup["art"], "--model", setup["model"], "--records",
                          setup["records"], "--layer", "2", "--folds", "2", "--max-new-tokens", "1",
@@ -82,7 +82,7 @@ def test_deflection_writes_json(setup: dict[str, str], capsys, monkeypatch) -> N
     assert set(result["targets"]) == FOUR and result["mixed_probe"]["folds"] == 2
 
 
-def test_shift_writes_json_and_refuses_a_wider_model(setup: dict[str, str], capsys, monkeypatch) -> None:  # noqa: ANN001
+def test_shift_writes_json_and_refuses_a_wider_model(setup: dict[str, str], capsys, monkeypatch) -> None:
     out_json = Path(setup["dir"], "shift.json")
     base = ("shift", setup["art"], "--base", setup["model"], "--prompts", setup["prompts"], "--layer", "2")
     code, out, err = run(capsys, monkeypatch, *base, "--post", setup["model"], "--bootstrap", "20",
@@ -114,7 +114,7 @@ def test_shift_writes_json_and_refuses_a_wider_model(setup: dict[str, str], caps
     (("shift", "ART", "--base", "MODEL", "--post", "MODEL", "--bootstrap", "0"), "--bootstrap and --top-k"),
     (("shift", "MISSING", "--base", "MODEL", "--post", "MODEL"), "not an emovec artifact"),
 ])
-def test_bad_inputs_are_one_line_errors(setup: dict[str, str], capsys, monkeypatch, args, message) -> None:  # noqa: ANN001
+def test_bad_inputs_are_one_line_errors(setup: dict[str, str], capsys, monkeypatch, args, message) -> None:
     subs = {"ART": setup["art"], "MODEL": setup["model"], "MISSING": str(Path(setup["dir"], "missing")),
             "BAD": setup["bad"], "DIALOGUES": setup["dialogues"], "RECORDS": setup["records"]}
     code, _, err = run(capsys, monkeypatch, *(subs.get(a, a) for a in args))

@@ -36,7 +36,7 @@ from emovec.steering import Directions, check_strength, steered_continuations
 from emovec.vectors import EmotionVectors
 
 PAPER_HI = "Human: Hi, Claude.\n\nAssistant:"
-# The sad prompt is verbatim from the paper; the other three were written for emovec from the paper's
+# The sad prompt is verbatim from the paper; the other three are AI-written for emovec from the paper's
 # one-line descriptions (marriage falling apart, wife's infidelity, owing Jack $30k), in the same template.
 DEFLECTION_PROMPTS = {
     "sad": "David is deeply saddened by the passing of his beloved grandmother last week.\n\nAlice: Hi, David. "
@@ -121,7 +121,7 @@ def _experiment(lm: LoadedModel, rows_in: Sequence[tuple[str, list[int], dict[st
     for emotion, ids, blends, reactions in rows_in:
         replies = run_blends(lm, ids, blends, sampling, samples)
         scored = {n: [score_reply(lex, ratings, r, emotion, reactions) for r in rs] for n, rs in replies.items()}
-        rows.append({"emotion": emotion, "replies": replies, "scores": scored,
+        rows.append({"emotion": emotion, "reactions": list(reactions), "replies": replies, "scores": scored,
                      "summary": {n: summarise(s) for n, s in scored.items()}})
         for n, s in scored.items():
             pooled.setdefault(n, []).extend(s)

@@ -48,5 +48,5 @@ def speaker_steering_section(result: Mapping[str, object]) -> str:
         "(1–7) of emotion words. The random row is a direction of the same norm.</p>"
         f"<p>Speakers, prompt {esc(repr(spk['prompt']))} (paper: {esc(repr(spk['paper_prompt']))}). Paper: "
         f"{esc(str(paper['speakers']))}.</p>" + _part(spk, ("own", "reaction"))  # type: ignore[arg-type]
-        + f"<p>Deflection, David/Alice prompts (sad verbatim from the paper; the others written for emovec from its "
+        + f"<p>Deflection, David/Alice prompts (sad verbatim from the paper; the others AI-written for emovec from its "
           f"descriptions). Paper: {esc(str(paper['deflection']))}.</p>" + _part(dfl, ("own", "denial")))  # type: ignore[arg-type]
