@@ -4,9 +4,11 @@ artifact's default layer, each beside the paper's value.
 
 Usage: PYTHONPATH=src python benchmarks/speakers.py ARTIFACT [--model smollm2-135m] [--threads 1]
 Writes ARTIFACT/results/speakers.json and deflection.json (what `emovec speakers` / `emovec deflection`
-write) and prints, last:
-`speakers-bench: present_vs_other=.. story_vs_present=.. story_vs_other=.. deflection_diag=.. remaining=..
- probe[expressed,deflected,unexpressed_neutral,unexpressed_story,unexpressed_others]=.. chance=0.067`
+write) and prints, last, each number beside the paper's (Sonnet 4.5; paper-notes §3.7c, §7.2, §7.3):
+`speakers-bench: present_vs_other=.. (shuffled null ..; paper 0.15-0.25) story_vs_present=.. (paper 0.52) story_vs_other=..
+ (paper 0.20) deflection_diag=.. (paper 0.046) remaining=.. (paper 0.80) probe expressed=.. (paper 0.713)
+ deflected=.. (paper 0.760) unexpressed_neutral=.. (paper 0.386) unexpressed_story=.. (paper 0.760)
+ unexpressed_others=.. (paper 0.826) chance=0.067 (paper 0.067)` (one line)
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from pathlib import Path
 import torch
 
 from emovec.artifact import save_result
+from emovec.deflection import PAPER as DEFLECTION_PAPER
 from emovec.deflection import deflection_analysis
 from emovec.dialogues import CONDITIONS, load_deflection, load_two_speaker
 from emovec.models import load_model
+from emovec.speakers import PAPER as SPEAKERS_PAPER
 from emovec.speakers import speaker_probes
 from emovec.vectors import EmotionVectors
 
@@ -41,12 +45,14 @@ def main() -> None:
     print(f"speakers: {t1 - t0:.0f}s; families {spk['families']}; null {spk['null_shuffled']}")
     print(f"story_vs_cell {spk['story_vs_cell']}")
     print(f"structure_match {spk['structure_match']}")
-    for row in spk["steering"]["rows"]:
-        print(f"steer {row['emotion']}: present {row['present']!r} | other {row['other']!r}")
+    print(f"regulation (paper arousal r -0.47, valence r 0.07): {spk['regulation']}")
+    for name, c in spk["controls"].items():
+        print(f"control {name}: families {c['families']}; story_vs_present {c['story_vs_present']:.3f} "
+              f"story_vs_other {c['story_vs_other']:.3f}")
     dfl = deflection_analysis(lm, vecs, load_deflection())
     save_result(args.artifact, "deflection", dfl)
     print(f"deflection: {time.time() - t1:.0f}s; vs_story diag {dfl['vs_story']['diagonal_mean']:.3f} "
-          f"off {dfl['vs_story']['off_diagonal_mean']:.3f}; displayed {dfl['displayed_vs_story']:.3f}; "
+          f"off {dfl['vs_story']['off_diagonal_mean']:.3f}; displayed {dfl['displayed_vs_story']}; "
           f"expressed {dfl['expressed_vs_story']:.3f}; orth {dfl['orthogonalised']}")
     probe = dfl["mixed_probe"]
     for c in [*CONDITIONS, "all"]:
@@ -54,11 +60,21 @@ def main() -> None:
               f"lexical(speaker) {probe['lexical_speaker_turns'][c]['accuracy']:.3f} "
               f"lexical(full) {probe['lexical_full_text'][c]['accuracy']:.3f} paper {probe['paper'].get(c)}")
     print(f"antagonistic means: {dfl['antagonistic']['mean']}")
-    accs = ",".join(f"{probe['accuracy'][c]['accuracy']:.3f}" for c in CONDITIONS)
-    print(f"speakers-bench: present_vs_other={spk['families']['present_vs_other']:.3f} "
-          f"story_vs_present={spk['story_vs_present']:.3f} story_vs_other={spk['story_vs_other']:.3f} "
-          f"deflection_diag={dfl['vs_story']['diagonal_mean']:.3f} remaining={dfl['orthogonalised']['remaining_mean']:.3f} "
-          f"probe[{','.join(CONDITIONS)}]={accs} chance={probe['chance']:.3f}")
+    print(summary_line(spk, dfl))
+
+
+def summary_line(spk: dict, dfl: dict) -> str:
+    """The last line: every number #13's "Measured" asks, each beside the paper's value."""
+    probe = dfl["mixed_probe"]
+    accs = " ".join(f"{c}={probe['accuracy'][c]['accuracy']:.3f} (paper {probe['paper'][c]:.3f})" for c in CONDITIONS)
+    null_pvo = spk["null_shuffled"]["present_vs_other"]["mean"]
+    return (f"speakers-bench: present_vs_other={spk['families']['present_vs_other']:.3f} (shuffled null {null_pvo:.3f}; "
+            "paper 0.15-0.25) "
+            f"story_vs_present={spk['story_vs_present']:.3f} (paper {SPEAKERS_PAPER['story_vs_present']:.2f}) "
+            f"story_vs_other={spk['story_vs_other']:.3f} (paper {SPEAKERS_PAPER['story_vs_other']:.2f}) "
+            f"deflection_diag={dfl['vs_story']['diagonal_mean']:.3f} (paper {DEFLECTION_PAPER['diagonal_cosine']:.3f}) "
+            f"remaining={dfl['orthogonalised']['remaining_mean']:.3f} (paper {DEFLECTION_PAPER['remaining_norm']:.2f}) "
+            f"probe {accs} chance={probe['chance']:.3f} (paper {1 / 15:.3f})")
 
 
 if __name__ == "__main__":

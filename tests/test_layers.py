@@ -19,7 +19,7 @@ LAYERS = {
     "mechanics": ["storage", "memory", "hooks", "prompts", "readout", "sampling", "capture"],
     "method": ["vectors", "steering", "monitor", "export", "chat", "steering_validation", "analysis", "preferences",
                "generate", "writers", "evaluate", "controls", "behaviour", "speakers", "shift", "run", "compare",
-               "distributed", "deflection", "mixed_probe", "generate_speakers"],
+               "distributed", "deflection", "mixed_probe", "generate_speakers", "speaker_steering"],
     "faces": ["report", "cli", "serve", "__main__"],
 }
 ORDER = list(LAYERS)

@@ -16,9 +16,10 @@ from emovec.dialogue_checks import check_two_speaker
 from emovec.dialogues import (DEFLECTION_TARGETS, TwoSpeakerDialogue, load_deflection, load_two_speaker,
                               speaker_spans, turn_spans)
 from emovec.mixed_probe import mixed_probe
+from emovec.ratings import judge_ratings
 from emovec.report.speakers import deflection_section, speakers_section
 from emovec.sampling import Sampling
-from emovec.speakers import speaker_analysis, speaker_probes
+from emovec.speakers import regulation, speaker_analysis, speaker_probes
 from tests.builders import small_vectors, unit
 
 EMOTIONS = ["calm", "happy", "afraid", "sad", "angry", "proud", "nervous", "loving"]
@@ -121,12 +122,11 @@ def test_speaker_probes_and_deflection_run_on_a_tiny_model(tiny_llama, single_th
     dialogues = load_two_speaker()
     emos = sorted({d.person_emotion for d in dialogues})
     vecs = small_vectors(tiny_llama, tuple(sorted(set(emos) | set(DEFLECTION_TARGETS))))
-    chosen = [d for d in dialogues if d.person_emotion in emos[:4] and d.ai_emotion in emos[:4]][:24]
-    result = speaker_probes(tiny_llama, vecs, chosen, layer=2, steer_emotions=[chosen[0].ai_emotion], strength=0.2,
-                            sampling=Sampling(max_new_tokens=3), permutations=2)
+    chosen = [d for d in dialogues if d.person_emotion in emos[:4] and d.ai_emotion in emos[:4]][:16]
+    result = speaker_probes(tiny_llama, vecs, chosen, layer=2, permutations=2)
     assert set(result["families"]) == {"within_present", "within_other", "present_vs_other"}
-    row = result["steering"]["rows"][0]
-    assert set(row) == {"emotion", "baseline", "present", "other"} and row["emotion"] == chosen[0].ai_emotion
+    assert set(result["controls"]) == {"person1_person2", "assistant_story"}
+    assert result["controls"]["assistant_story"]["example"].startswith("Human: Write")
     json.dumps(result)
     assert "<table>" in speakers_section(result) and "<script" not in speakers_section(result)
     records = [r for r in load_deflection() if int(r.id.rsplit("-", 1)[1]) <= 2]
@@ -143,3 +143,19 @@ def test_cli_refuses_bad_numbers_before_loading(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as info:
         main()
     assert info.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_planted_arousal_regulation_is_recovered():
+    """Each other-speaker vector is planted on the present vector of the emotion with the most opposite arousal:
+    the weighted arousal then runs against the emotion's own (r < 0), and not under a random pairing."""
+    ratings = judge_ratings()[0]
+    names = [e for e in ("calm", "serene", "sad", "afraid", "angry", "excited", "ecstatic", "weary", "bored",
+                         "nervous", "relaxed", "furious") if e in ratings]
+    rng = np.random.default_rng(0)
+    pool = np.linalg.qr(rng.normal(size=(64, len(names))))[0].T
+    arousal = np.array([ratings[e].arousal for e in names])
+    opposite = [int(np.argmax(np.abs(a - arousal))) for a in arousal]
+    got = regulation(pool[opposite] + 0.05 * rng.normal(size=pool.shape), names, pool, names, permutations=200)
+    assert got["arousal"]["r"] < -0.5 and got["arousal"]["p_two_sided"] < 0.05
+    null = regulation(pool[rng.permutation(len(names))], names, pool, names, permutations=200)
+    assert abs(null["arousal"]["r"]) < abs(got["arousal"]["r"])

@@ -129,7 +129,7 @@ def deflection_analysis(lm: LoadedModel, vecs: EmotionVectors, records: Sequence
     clean = lambda v: denoise(v, vecs, [layer])[:, 0]  # noqa: E731 - one-line local helper
     hidden = clean(condition_vectors(means, records, "deflected", targets, "target"))
     shown = [t for t in targets if any(r.condition == "deflected" and r.other == t for r in records)]
-    displayed = clean(condition_vectors(means, records, "deflected", shown, "other"))
+    displayed = clean(condition_vectors(means, records, "deflected", shown, "other")) if len(shown) > 1 else None
     expressed = clean(condition_vectors(means, records, "expressed", targets, "target"))
     story_all = vecs.matrix(layer, unit=False)
     basis = story_space(story_all, variance)
@@ -144,7 +144,8 @@ def deflection_analysis(lm: LoadedModel, vecs: EmotionVectors, records: Sequence
                         [_speaker_text(r) for r in records], [r.text for r in records], folds, seed)
     return {"layer": layer, "targets": targets, "records": len(records), "variance": variance,
             "vs_story": compare_with_stories(hidden, story_all, targets, vecs.emotions),
-            "displayed_vs_story": compare_with_stories(displayed, story_all, shown, vecs.emotions)["diagonal_mean"],
+            "displayed_vs_story": None if displayed is None else  # None: fewer than 2 displayed emotions are targets
+            compare_with_stories(displayed, story_all, shown, vecs.emotions)["diagonal_mean"],
             "expressed_vs_story": compare_with_stories(expressed, story_all, targets, vecs.emotions)["diagonal_mean"],
             "orthogonalised": {"components": orth["components"], "remaining": dict(zip(targets, orth["remaining"].round(4).tolist())),
                                "remaining_mean": float(orth["remaining"].mean()),

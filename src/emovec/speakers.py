@@ -1,4 +1,4 @@
-"""Present- vs other-speaker emotion probes (paper §3.7a, §7.2, §6.4).
+"""Present- vs other-speaker emotion probes (paper §3.7a, §7.2; steering with them: `speaker_steering`).
 
 From two-speaker dialogues (Person feels one emotion, AI another; relabelled Human/Assistant), each
 dialogue's residual is averaged over the Human turns' tokens and over the Assistant turns' tokens. The 2×2
@@ -7,10 +7,13 @@ A-tok/H-emo and H-tok/A-emo other-speaker probes. Each is a difference of means 
 the mean over emotions) with the artifact's neutral components projected out, as for the story vectors.
 Compared: per-emotion cosine between cells, the emotion×emotion structure across cells, and each cell
 against the story vectors; a shuffled-label null gives the cosine that label-free structure alone reaches.
+Arousal regulation (Fig 59) weighs present-speaker ratings by similarity to each other-speaker vector.
+The paper's controls re-read the same dialogues with both speakers named as people (`FRAMINGS`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from itertools import combinations
 
@@ -19,10 +22,8 @@ import numpy as np
 from emovec.dialogues import AI, PERSON, Span, TwoSpeakerDialogue, turn_spans
 from emovec.errors import ConfigError
 from emovec.models import LoadedModel
-from emovec.prompts import encode_prompt, render_prompt
+from emovec.ratings import judge_ratings
 from emovec.readout import token_residuals
-from emovec.sampling import Sampling
-from emovec.steering import steered_continuations
 from emovec.vectors import EmotionVectors, project_out
 
 SIDES = ("H", "A")
@@ -53,16 +54,38 @@ def span_means(lm: LoadedModel, texts: Sequence[str], groups: Sequence[Sequence[
     return out
 
 
+FRAMINGS = {
+    "human_assistant": ("Human", "Assistant"),
+    "person1_person2": ("Person 1", "Person 2"),
+    "assistant_story": ("Person 1", "Person 2"),
+}
+CONTROLS = ("person1_person2", "assistant_story")
+STORY_FRAME = "Human: Write a short dialogue between two people.\n\nAssistant: Here is the dialogue.\n\n"
+
+
+def framed(dialogue: TwoSpeakerDialogue, framing: str) -> str:
+    """The dialogue as read: `human_assistant` is the paper's relabelling (Person → Human, AI → Assistant);
+    the paper's controls name both speakers as people, `person1_person2` as a raw transcript (Person → Person 1,
+    AI → Person 2) and `assistant_story` as that transcript told by the Assistant (after `STORY_FRAME`)."""
+    if framing == "human_assistant":
+        return dialogue.as_human_assistant()
+    if framing not in FRAMINGS:
+        raise ConfigError(f"unknown framing {framing!r} (choose from: {', '.join(FRAMINGS)})", param="framing")
+    text = re.sub(r"(?m)^AI: ", "Person 2: ", re.sub(r"(?m)^Person: ", "Person 1: ", dialogue.text))
+    return STORY_FRAME + text if framing == "assistant_story" else text
+
+
 def dialogue_means(lm: LoadedModel, dialogues: Sequence[TwoSpeakerDialogue], layers: Sequence[int],
-                   batch_size: int = 8) -> np.ndarray:
-    """[dialogues, 2 (Human, Assistant), layers, hidden]: each side's mean over its turns' tokens, read on
-    the Human/Assistant-relabelled text."""
+                   batch_size: int = 8, framing: str = "human_assistant") -> np.ndarray:
+    """[dialogues, 2 (Person's side, AI's side), layers, hidden]: each side's mean over its turns' tokens, read
+    on the text as `framed` (by default the Human/Assistant relabelling)."""
+    names = FRAMINGS.get(framing, ())
     texts, groups = [], []
     for d in dialogues:
-        text = d.as_human_assistant()
-        spans = turn_spans(text, ("Human", "Assistant"))
+        text = framed(d, framing)
+        spans = turn_spans(text, names)
         texts.append(text)
-        groups.append([spans["Human"], spans["Assistant"]])
+        groups.append([spans[names[0]], spans[names[1]]])
     return span_means(lm, texts, groups, layers, batch_size)
 
 
@@ -157,7 +180,34 @@ def speaker_analysis(means: np.ndarray, person: Sequence[str], ai: Sequence[str]
             "story_vs_other": float(np.mean([story_cos[c] for c in OTHER])),
             "story_vs_cell_per_emotion": per_emotion, "null_shuffled": {
                 k: {"mean": float(np.mean(v)), "p95": float(np.percentile(v, 95)), "n": len(v)} for k, v in null.items()},
-            "layer_profile": profile, "other_nearest_story": reactions, "paper": dict(PAPER)}
+            "layer_profile": profile, "other_nearest_story": reactions,
+            "regulation": {"present_cell": regulation(at["A-tok/H-emo"], emotions, at["A-tok/A-emo"], emotions, seed=seed),
+                           "story": regulation(at["A-tok/H-emo"], emotions, story_all, vecs.emotions, seed=seed)},
+            "paper": dict(PAPER)}
+
+
+def regulation(other: np.ndarray, emotions: Sequence[str], pool: np.ndarray, pool_names: Sequence[str],
+               permutations: int = 1000, seed: int = 0) -> dict[str, object]:
+    """Paper Fig 59: per emotion, the judged valence/arousal of the `pool` (present-speaker) vectors averaged
+    with weights = their positive cosine with that emotion's other-speaker vector, correlated over emotions with
+    the emotion's own rating (paper: arousal r = -0.47, valence r = 0.07). A permutation p (own ratings
+    shuffled) is the null."""
+    ratings = judge_ratings()[0]
+    rows = [i for i, e in enumerate(emotions) if e in ratings]
+    cols = [j for j, e in enumerate(pool_names) if e in ratings]
+    if len(rows) < 4 or len(cols) < 2:
+        return {"n": len(rows), "note": "too few rated emotions"}
+    sims = (unit(other[rows]) @ unit(pool[cols]).T).clip(min=0)
+    rng = np.random.default_rng(seed)
+    out: dict[str, object] = {"n": len(rows), "pool": len(cols), "ratings": "judge (1-7)"}
+    for dim in ("valence", "arousal"):
+        own = np.array([getattr(ratings[emotions[i]], dim) for i in rows])
+        of_pool = np.array([getattr(ratings[pool_names[j]], dim) for j in cols])
+        weighted = (sims @ of_pool) / sims.sum(axis=1).clip(1e-12)
+        r = float(np.corrcoef(own, weighted)[0, 1])
+        null = np.array([np.corrcoef(rng.permutation(own), weighted)[0, 1] for _ in range(permutations)])
+        out[dim] = {"r": r, "p_two_sided": float((np.abs(null) >= abs(r)).mean())}
+    return out
 
 
 def nearest(v: np.ndarray, m: np.ndarray, names: Sequence[str], k: int) -> list[list[object]]:
@@ -166,51 +216,30 @@ def nearest(v: np.ndarray, m: np.ndarray, names: Sequence[str], k: int) -> list[
     return [[names[i], round(float(sims[i]), 4)] for i in np.argsort(-sims)[:k]]
 
 
-def cell_directions(cells: Mapping[str, np.ndarray], emotions: Sequence[str], emotion: str, cell: str,
-                    layer: int, strength: float, mean_norm: float) -> dict[int, np.ndarray]:
-    """A plain per-layer steering direction: `strength` × the layer's mean norm along the unit cell vector."""
-    return {layer: strength * mean_norm * unit(cells[cell][emotions.index(emotion)])}
-
-
-def steer_hi(lm: LoadedModel, vecs: EmotionVectors, at: Mapping[str, np.ndarray], emotions: Sequence[str],
-             steer_emotions: Sequence[str], layer: int, strength: float, sampling: Sampling,
-             frame: str = "plain", user: str = "Hi.") -> list[dict[str, object]]:
-    """Paper §6.4: continue `Human: Hi.` + `Assistant:` unsteered, with the present-speaker (A-tok/A-emo)
-    and with the other-speaker (A-tok/H-emo) vector of each emotion; same seed for all three."""
-    prompt = render_prompt(lm, user, frame)
-    ids = encode_prompt(lm, prompt, frame)
-    norm = float(vecs.mean_norm[vecs.layer_pos(layer)])
-    rows = []
-    for e in steer_emotions:
-        if e not in emotions:
-            raise ConfigError(f"no speaker vector for {e!r} (dialogue emotions: {', '.join(emotions)})",
-                              param="steer_emotions")
-        blends = [None, cell_directions(at, emotions, e, "A-tok/A-emo", layer, strength, norm),
-                  cell_directions(at, emotions, e, "A-tok/H-emo", layer, strength, norm)]
-        outs = steered_continuations(lm, ids, blends, sampling, positions="all")
-        texts = [lm.tokenizer.decode(o, skip_special_tokens=True) for o in outs]
-        rows.append({"emotion": e, "baseline": texts[0], "present": texts[1], "other": texts[2]})
-    return rows
-
-
 def speaker_probes(lm: LoadedModel, vecs: EmotionVectors, dialogues: Sequence[TwoSpeakerDialogue],
-                   layer: int | None = None, steer_emotions: Sequence[str] = ("afraid", "angry", "nervous", "loving"),
-                   strength: float = 0.1, sampling: Sampling | None = None, permutations: int = 20, seed: int = 0,
-                   batch_size: int = 8) -> dict[str, object]:
-    """Read the dialogues, build the 2×2 grid, compare it (`speaker_analysis`) and steer on `Hi.`."""
+                   layer: int | None = None, permutations: int = 20, seed: int = 0, batch_size: int = 8,
+                   controls: Sequence[str] = CONTROLS) -> dict[str, object]:
+    """Read the dialogues, build the 2×2 grid and compare it (`speaker_analysis`); then the same at `layer` for
+    each control framing (both speakers named as people; side H = Person 1, A = Person 2)."""
     vecs.check_compatible(lm)
     layer = vecs.default_layer if layer is None else layer
     vecs.layer_pos(layer)
-    means = dialogue_means(lm, dialogues, vecs.layers, batch_size)
+    for c in controls:
+        if c not in CONTROLS:
+            raise ConfigError(f"unknown control {c!r} (choose from: {', '.join(CONTROLS)})", param="controls")
     person, ai = [d.person_emotion for d in dialogues], [d.ai_emotion for d in dialogues]
+    means = dialogue_means(lm, dialogues, vecs.layers, batch_size)
     result = speaker_analysis(means, person, ai, vecs, vecs.layers, layer, permutations, seed)
-    emotions = list(result["emotions"])  # type: ignore[arg-type]
-    pos = vecs.layers.index(layer)
-    at = {k: denoise(v, vecs, [layer])[:, 0] for k, v in speaker_grid(means[:, :, [pos]], person, ai, emotions).items()}
-    chosen = [e for e in steer_emotions if e in emotions]
-    sampling = sampling or Sampling(temperature=0.7, top_p=0.95, max_new_tokens=40, seed=seed)
-    result["steering"] = {"prompt": "Human: Hi.\n\nAssistant:", "layer": layer, "strength": strength,
-                          "rows": steer_hi(lm, vecs, at, emotions, chosen, layer, strength, sampling)}
+    result["controls"] = {}
+    for c in controls:
+        got = speaker_analysis(dialogue_means(lm, dialogues, [layer], batch_size, c), person, ai, vecs, [layer],
+                               layer, permutations, seed)
+        result["controls"][c] = {"sides": {"H": FRAMINGS[c][0], "A": FRAMINGS[c][1]},  # type: ignore[index]
+                                 "example": framed(dialogues[0], c)[:240],
+                                 **{k: got[k] for k in ("families", "null_shuffled", "story_vs_present",
+                                                        "story_vs_other", "structure_match", "story_vs_cell")}}
+    result["not_built"] = {"story_ha": "the paper's 'Story (H/A)' control (the emotion stories framed as an "
+                           "Assistant story) needs the story corpus re-read under that frame; not built here"}
     result["relabelled"] = {PERSON: "Human", AI: "Assistant"}
     result["sources"] = sorted({d.source for d in dialogues})
     return result

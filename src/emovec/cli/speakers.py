@@ -1,4 +1,4 @@
-"""`emovec speakers`, `emovec deflection`, `emovec shift`: whose emotion the vectors track (paper §7.2-7.4)."""
+"""`emovec speakers`, `emovec speakers-steer`, `emovec deflection`, `emovec shift`: whose emotion the vectors track (paper §7.2-7.4)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from emovec.models import check_device, load_model
 from emovec.prompts import check_frame
 from emovec.sampling import Sampling
 from emovec.shift import check_pair, load_prompt_sets, shift
-from emovec.speakers import speaker_probes
+from emovec.speaker_steering import steering_experiments
+from emovec.speakers import CONTROLS, speaker_probes
+from emovec.steering import check_strength
 
 LayerOpt = Annotated[Optional[int], typer.Option(help="Layer to analyse (default: the artifact's default layer).")]
 
@@ -32,9 +34,7 @@ def speakers(
     model: BoundModelOpt = None,
     dialogues: Annotated[Optional[list[Path]], typer.Option(help="Two-speaker dialogue JSONL (default: the shipped one).")] = None,
     layer: LayerOpt = None,
-    steer_emotions: Annotated[str, typer.Option(help="Emotions to steer with on 'Hi.' (present vs other vector).")] = "afraid,angry,nervous,loving",
-    strength: Annotated[float, typer.Option(help="Steering strength (× the layer's mean residual norm).")] = 0.1,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens per steered continuation.")] = 40,
+    controls: Annotated[str, typer.Option(help="Control framings read too (comma list; '' for none): person1_person2, assistant_story.")] = ",".join(CONTROLS),
     permutations: Annotated[int, typer.Option(help="Shuffled-label null draws.")] = 20,
     seed: SeedOpt = 0,
     batch_size: Annotated[int, typer.Option(help="Dialogues per forward pass.")] = 8,
@@ -44,19 +44,21 @@ def speakers(
     allow_hub: AllowHubOpt = False,
 ) -> None:
     """Present- vs other-speaker probes from two-speaker dialogues: the 2×2 grid, family cosines, structure
-    match, story similarity, and steering on 'Hi.' (paper §3.7a, §7.2, §6.4)."""
+    match, story similarity, and the Person 1/Person 2 controls (paper §3.7a, §7.2)."""
     vecs = load_vectors(artifact)
     _layer(vecs, layer)
     if permutations < 1 or batch_size < 1:
         raise ConfigError("--permutations and --batch-size must be at least 1")
-    sampling = Sampling(temperature=0.7, top_p=0.95, max_new_tokens=max_new_tokens, seed=seed)
+    chosen = csv_list(controls) or []
+    for c in chosen:
+        if c not in CONTROLS:
+            raise ConfigError(f"--controls: unknown control {c!r} (choose from: {', '.join(CONTROLS)})")
     records = load_two_speaker(dialogues)
     if json_out:
         check_output_file(json_out, "json_out")
     preflight(vecs, model, device, allow_hub)
     lm = bind_model(vecs, model, dtype, device, allow_hub)
-    result = speaker_probes(lm, vecs, records, layer, csv_list(steer_emotions) or [], strength, sampling,
-                            permutations, seed, batch_size)
+    result = speaker_probes(lm, vecs, records, layer, permutations, seed, batch_size, chosen)
     save_result(artifact, "speakers", result, also=json_out)
     fam, null = result["families"], result["null_shuffled"]
     out.print(f"layer {result['layer']}: {len(result['emotions'])} emotions, {result['dialogues']} dialogues", soft_wrap=True)
@@ -65,8 +67,61 @@ def speakers(
                   soft_wrap=True)
     out.print(f"story_vs_present: {result['story_vs_present']:.3f} (paper 0.52)  story_vs_other: "
               f"{result['story_vs_other']:.3f} (paper 0.20)  present_vs_other paper 0.15-0.25", soft_wrap=True)
-    for row in result["steering"]["rows"]:
-        out.print(f"{row['emotion']}: present: {row['present']!r}  other: {row['other']!r}", soft_wrap=True)
+    reg = result["regulation"]["present_cell"]
+    if "arousal" in reg:
+        out.print(f"regulation (present-speaker pool): arousal r {reg['arousal']['r']:+.3f} (p {reg['arousal']['p_two_sided']:.3f}; "
+                  f"paper -0.47)  valence r {reg['valence']['r']:+.3f} (paper 0.07)", soft_wrap=True)
+    for name, c in result["controls"].items():
+        f = c["families"]
+        out.print(f"control {name}: within_present {f['within_present']:.3f} within_other {f['within_other']:.3f} "
+                  f"present_vs_other {f['present_vs_other']:.3f} story_vs_present {c['story_vs_present']:.3f} "
+                  f"story_vs_other {c['story_vs_other']:.3f}", soft_wrap=True)
+
+
+def speakers_steer(
+    artifact: ArtifactArg,
+    model: BoundModelOpt = None,
+    dialogues: Annotated[Optional[list[Path]], typer.Option(help="Two-speaker dialogue JSONL (default: the shipped one).")] = None,
+    records: Annotated[Optional[list[Path]], typer.Option(help="Deflection JSONL (default: the shipped one).")] = None,
+    layer: LayerOpt = None,
+    emotions: Annotated[str, typer.Option(help="Emotions to steer with on the Hi. prompt (present vs other vector).")] = "afraid,angry,nervous,loving",
+    strength: Annotated[float, typer.Option(help="Steering strength (× the layer's mean residual norm).")] = 0.1,
+    user: Annotated[str, typer.Option(help="The user turn of the speaker prompt (paper: 'Hi, Claude.').")] = "Hi.",
+    samples: Annotated[int, typer.Option(help="Samples per prompt and condition (seeds SEED..SEED+n-1).")] = 4,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.7,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per continuation (paper: up to 50).")] = 50,
+    seed: SeedOpt = 0,
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass when building the vectors.")] = 8,
+    json_out: JsonOpt = None,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "cpu",
+    allow_hub: AllowHubOpt = False,
+) -> None:
+    """Steering with present- vs other-speaker vectors on 'Hi.' and with deflection vectors on the David/Alice
+    prompts, each beside a same-norm random direction (paper §6.4)."""
+    vecs = load_vectors(artifact)
+    _layer(vecs, layer)
+    check_strength(strength, param="strength")
+    if samples < 1 or batch_size < 1:
+        raise ConfigError("--samples and --batch-size must be at least 1")
+    sampling = Sampling(temperature=temperature, top_p=0.95, max_new_tokens=max_new_tokens, seed=seed)
+    chosen = csv_list(emotions) or []
+    if not chosen:
+        raise ConfigError("--emotions: give at least one emotion")
+    loaded_dialogues, loaded_records = load_two_speaker(dialogues), load_deflection(records)
+    if json_out:
+        check_output_file(json_out, "json_out")
+    preflight(vecs, model, device, allow_hub)
+    lm = bind_model(vecs, model, dtype, device, allow_hub)
+    result = steering_experiments(lm, vecs, loaded_dialogues, loaded_records, chosen, layer, strength, sampling,
+                                  samples, user, "plain", seed, batch_size)
+    save_result(artifact, "speaker_steering", result, also=json_out)
+    out.print(f"layer {result['layer']}, strength {result['strength']}, {samples} sample(s) per condition", soft_wrap=True)
+    for part, keys in (("speakers", ("own", "reaction")), ("deflection", ("own", "denial"))):
+        for name, s in result[part]["summary"].items():
+            rates = "  ".join(f"{k} {s[k + '_rate']:.2f} [{s[k + '_ci95'][0]:.2f}, {s[k + '_ci95'][1]:.2f}]" for k in keys)
+            va = "  ".join(f"{k} {s['mean_' + k]:.2f}" if s["mean_" + k] is not None else f"{k} —" for k in ("valence", "arousal"))
+            out.print(f"{part} {name}: {rates}  {va} (n {s['n']})", soft_wrap=True)
 
 
 def deflection(

@@ -25,6 +25,7 @@ from emovec.report.behaviour import behaviour_section
 from emovec.report.evidence import evaluation_section, evidence_section
 from emovec.report.page import environment, inline_script, write_page
 from emovec.report.preferences import preferences_section
+from emovec.report.speaker_steering import speaker_steering_section
 from emovec.report.speakers import deflection_section, shift_section, speakers_section
 from emovec.report.steering import steering_section
 
@@ -55,6 +56,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("behaviour_sycophancy", "Behaviour: sycophancy", behaviour_section,
             "emovec behave ARTIFACT --eval sycophancy"),
     Section("speakers", "Present vs other speaker", speakers_section, "emovec speakers ARTIFACT"),
+    Section("speaker_steering", "Steering with speaker and deflection vectors", speaker_steering_section,
+            "emovec speakers-steer ARTIFACT"),
     Section("deflection", "Emotion deflection", deflection_section, "emovec deflection ARTIFACT"),
     Section("shift", "Base vs post-trained", shift_section, "emovec shift ARTIFACT --base A --post B"),
 )

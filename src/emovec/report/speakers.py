@@ -25,16 +25,16 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def speakers_section(result: Mapping[str, object]) -> str:
-    """Family cosines with the shuffled-label null, story similarity, structure match and the Hi. steering."""
+    """Family cosines with the shuffled-label null, story similarity, structure match and the controls."""
     fam, null, paper = result["families"], result["null_shuffled"], result["paper"]  # type: ignore[index]
     rows = [[esc(k), _f(fam[k]), _f(null[k]["mean"]), _f(null[k]["p95"]), esc(p)] for k, p in (
         ("within_present", "0.9-1.0"), ("within_other", "0.9-1.0"), ("present_vs_other", "0.15-0.25 (nearly orthogonal)"))]
     rows += [[esc("story_vs_present"), _f(result["story_vs_present"]), "", "", _f(paper["story_vs_present"], ".2f")],
              [esc("story_vs_other"), _f(result["story_vs_other"]), "", "", _f(paper["story_vs_other"], ".2f")]]
     structure = [[esc(k), _f(v)] for k, v in result["structure_match"].items()]  # type: ignore[union-attr]
-    steering = result.get("steering") or {}
-    steer_rows = [[esc(str(r["emotion"])), esc(str(r["baseline"])), esc(str(r["present"])), esc(str(r["other"]))]
-                  for r in steering.get("rows", [])]  # type: ignore[union-attr]
+    controls = [[esc(name), esc(f"H = {c['sides']['H']}, A = {c['sides']['A']}"), _f(c["families"]["within_present"]),
+                 _f(c["families"]["within_other"]), _f(c["families"]["present_vs_other"]), _f(c["story_vs_present"]),
+                 _f(c["story_vs_other"])] for name, c in (result.get("controls") or {}).items()]  # type: ignore[union-attr]
     reactions = [[esc(e), esc(", ".join(f"{n} {c:.2f}" for n, c in near))]
                  for e, near in result["other_nearest_story"].items()]  # type: ignore[union-attr]
     return (
@@ -47,8 +47,28 @@ def speakers_section(result: Mapping[str, object]) -> str:
         + _table(["pair", "r"], structure)
         + "<p>Story vectors nearest each other-speaker (A-tok/H-emo) vector (paper Table 14: a reaction, e.g. "
           "angry → sorry, guilty).</p>" + _table(["other-speaker emotion", "nearest story vectors"], reactions)
-        + f"<p>Steering on “Hi.” at strength {esc(str(steering.get('strength')))} (paper §6.4: present → expresses "
-          "it; other → reacts to it).</p>" + _table(["emotion", "unsteered", "present vector", "other vector"], steer_rows))
+        + _regulation(result.get("regulation") or {})  # type: ignore[arg-type]
+        + "<p>Controls (paper §7.2: the same result with “Person 1/Person 2” names, as a raw transcript and "
+          "framed as an Assistant story): the same dialogues re-read with both speakers named as people.</p>"
+        + _table(["framing", "sides", "within present", "within other", "present vs other", "story vs present",
+                  "story vs other"], controls)
+        + "".join(f"<p>Not built: {esc(str(v))}.</p>" for v in (result.get("not_built") or {}).values()))  # type: ignore[union-attr]
+
+
+def _regulation(reg: Mapping[str, Mapping[str, object]]) -> str:
+    rows = []
+    for pool, got in reg.items():
+        cells = [esc(pool), esc(str(got.get("n")))]
+        for dim in ("arousal", "valence"):
+            d = got.get(dim)
+            cells.append("—" if not d else f"{_f(d['r'], '+.3f')} (p {_f(d['p_two_sided'])})")  # type: ignore[index]
+        rows.append(cells)
+    if not rows:
+        return ""
+    return ("<p>Arousal regulation (paper Fig 59): judged ratings of present-speaker vectors weighted by their "
+            "similarity to each emotion's other-speaker vector, correlated with the emotion's own rating; p from "
+            "shuffled ratings. Paper: arousal r = −0.47, valence r = 0.07.</p>"
+            + _table(["present-speaker pool", "emotions", "arousal r", "valence r"], rows))
 
 
 def deflection_section(result: Mapping[str, object]) -> str:
