@@ -2,9 +2,9 @@
 valence decodability (nested CV) with its shuffled-label p, outlier standardisation on/off, and a held-out
 evaluation on 2 stories per focal emotion that the vectors never saw.
 
-The held-out vectors are rebuilt from the artifact's stored per-story means without those 24 stories: the same
-numbers `extract --stories` on the corpus minus those stories gives (a story's mean does not depend on the
-others; the neutral projection is the same), without a second forward pass over 1,686 stories.
+The held-out stories are the built-in corpus's `heldout` split for the 12 focal emotions (2 each): the training
+split never contains them, so the artifact's own vectors are scored (rebuilt from its stored per-story means,
+which is the identity here).
 
     PYTHONPATH=src python benchmarks/evidence_controls.py ARTIFACT [--model smollm2-135m] [--permutations 200]
 
@@ -29,13 +29,14 @@ from emovec.vectors import EmotionVectors, project_out
 
 
 def heldout_split(vecs: EmotionVectors, artifact: str) -> tuple[np.ndarray, list[dict[str, object]]]:
-    """Rows kept for the vectors, and the held-out records: each focal emotion's stories 09 and 10."""
+    """Rows kept for the vectors, and the held-out records: each focal emotion's stories in the built-in
+    corpus's `heldout` split (corpus v2: 2 per emotion, never in the training rows, so every row is kept)."""
     stories = load_corpus().stories
     labels = story_labels(Path(artifact) / "capture" / "stories", vecs)
     assert [s.emotion for s in stories] == labels, "the artifact was not made from the built-in corpus"
-    held = [i for i, s in enumerate(stories) if s.emotion in concepts().focal and s.id.endswith(("-09", "-10"))]
-    return np.setdiff1d(np.arange(len(stories)), held), [{"text": stories[i].text, "label": stories[i].emotion}
-                                                         for i in held]
+    held = [{"text": s.text, "label": s.emotion} for s in load_corpus(split="heldout").stories
+            if s.emotion in concepts().focal]
+    return np.arange(len(stories)), held
 
 
 def without(vecs: EmotionVectors, artifact: str, keep: np.ndarray, n_stories: int) -> EmotionVectors:
