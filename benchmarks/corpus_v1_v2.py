@@ -47,7 +47,7 @@ def main() -> None:
     warriner, _ = human_norms(vecs.emotions)
     targets = rating_targets(vecs.emotions, warriner, dal_norms(vecs.emotions))
     reference = concepts().clusters
-    held = [s for s in load_corpus(emotions=vecs.emotions, split="heldout").stories]
+    held = load_corpus(emotions=vecs.emotions, split="heldout").stories
     lm = load_model(args.model)
     acts = unit_rows(pooled_residuals(lm, [s.text for s in held], [layer], "from:50")[0][:, 0])
     labels = [s.emotion for s in held]
