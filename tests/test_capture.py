@@ -114,3 +114,23 @@ def test_token_stats_match_direct_moments(tiny_llama: LoadedModel, tmp_path: Pat
 def test_layer_out_of_range(tiny_llama: LoadedModel, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"layer 9 out of range: this model has layers 0..3"):
         capture_document_means(tiny_llama, IDS, TEXTS, tmp_path, layers=[1, 9])
+
+
+def test_capture_from_an_older_version_resumes(tiny_llama: LoadedModel, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capture written before float16 storage and per-shard markers (its finished shards listed in
+    capture.json) resumes without a forward pass and gives the same means."""
+    import json
+    import shutil
+
+    import emovec.capture as capture
+    first = capture_document_means(tiny_llama, IDS, TEXTS, tmp_path, token_offset=10, batch_size=2)
+    state = json.loads((tmp_path / "capture.json").read_text())
+    done = sorted(int(f.name) for f in (tmp_path / "done").iterdir())
+    state.pop("storage")
+    (tmp_path / "capture.json").write_text(json.dumps({**state, "done": done, "complete": False}))
+    shutil.rmtree(tmp_path / "done")
+    monkeypatch.setattr(capture, "forward_layers", lambda *a, **k: pytest.fail("a finished shard ran again"))
+    again = capture_document_means(tiny_llama, IDS, TEXTS, tmp_path, token_offset=10, batch_size=2)
+    np.testing.assert_array_equal(np.asarray(first.tail), np.asarray(again.tail))
+    assert sorted(int(f.name) for f in (tmp_path / "done").iterdir()) == done

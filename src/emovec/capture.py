@@ -86,7 +86,11 @@ class _ShardedRun:
         if group.rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
             if self.path.exists():
-                self._check()
+                saved_done = self._check()
+                if saved_done and not self.marks.exists():  # an older capture listed its shards in capture.json
+                    self.marks.mkdir()
+                    for shard in saved_done:
+                        write_bytes_atomic(self.marks / f"{shard:06d}", b"")
             else:  # a new run: no marks left from an older one count
                 shutil.rmtree(self.marks, ignore_errors=True)
                 write_json_atomic(self.path, self.identity)
@@ -94,18 +98,22 @@ class _ShardedRun:
         self.done = self.read_done() if group.rank == 0 else []
         self.fresh = not self.done  # (rank 0 only) nothing to keep: files may be created anew
 
-    def _check(self) -> None:
+    def _check(self) -> list[int]:
+        """Refuse a capture made with other settings; return the shards an older capture listed as done."""
         try:
             saved = json.loads(self.path.read_text("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             saved = None
         if not isinstance(saved, dict):
             raise ConfigError(f"{self.path}: damaged capture state; restart the capture to discard it", param="restart")
+        saved.setdefault("storage", "float32")  # written before float16 storage existed
         expected = json.loads(json.dumps(self.identity))
         diff = next((k for k in expected if saved.get(k) != expected[k]), None)
         if diff is not None:
             raise ConfigError(f"{self.path.parent}: holds a capture with a different {diff}; "
                               "use another work directory, or restart to discard it", param="restart")
+        listed = saved.get("done")
+        return [int(s) for s in listed if isinstance(s, int)] if isinstance(listed, list) else []
 
     def read_done(self) -> list[int]:
         return sorted(int(f.name) for f in self.marks.iterdir() if f.name.isdigit() and int(f.name) < self.n_shards)
