@@ -85,6 +85,8 @@ def test_variants_side_by_side_recommend_the_planted_one_and_beat_random_directi
     assert all(e["specificity_random_exceed"] == 0.0 and e["specificity_p"] < 0.05 for e in raw["per_emotion"].values())
     assert raw["emotions_beating_random"] == 4 and v["denoised"]["emotions_beating_random"] < 4
     assert np.asarray(result["random"]["delta"]).shape == (20, 4)
+    section = steering_section(result)
+    assert "Recommended steering variant: raw</b>" in section and "word-contrast" in section
 
 
 def test_random_directions_are_not_specific(tiny_llama: LoadedModel) -> None:

@@ -95,13 +95,13 @@ def dominance(delta: np.ndarray) -> dict[str, float]:
             "diagonal_minus_off": float(np.diag(delta).mean() - off.mean())}
 
 
-def check_variants(variants: Sequence[str]) -> list[str]:
+def check_variants(variants: Sequence[str], param: str = "variants") -> list[str]:
     """The requested variants in a fixed order, each known and none repeated."""
     chosen = list(dict.fromkeys(variants))
     bad = [v for v in chosen if v not in VARIANTS]
     if bad or not chosen:
         raise ConfigError(f"unknown vector variant {bad[0] if bad else '(none)'!r}: choose from {', '.join(VARIANTS)}",
-                          param="variants")
+                          param=param)
     return chosen
 
 
@@ -111,6 +111,23 @@ def variant_units(lm: LoadedModel, vecs: EmotionVectors, layer: int, variant: st
         return word_contrast_vectors(lm, emotions, layer)
     rows = [vecs.emotion_pos(e) for e in emotions]
     return vecs.matrix(layer, denoised=variant == "denoised")[rows]
+
+
+def variant_directions(lm: LoadedModel, vecs: EmotionVectors, weights: dict[str, float],
+                       layers: int | Sequence[int] | None, variant: str) -> dict[int, np.ndarray]:
+    """Per layer, Σ_e s_e · mean_norm · unit direction of `variant` (the artifact's own vectors go through
+    `vecs.directions`; word-contrast ones are built at each layer, one short forward pass)."""
+    check_variants([variant], param="variant")
+    plain = vecs.directions(weights, layers, denoised=variant != "raw")  # also checks emotions and strengths
+    if variant != "word-contrast":
+        return plain
+    names = list(weights)
+    out = {}
+    for layer in plain:
+        units = word_contrast_vectors(lm, names, layer)
+        out[layer] = float(vecs.mean_norm[vecs.layer_pos(layer)]) * sum(float(weights[e]) * units[i]
+                                                                         for i, e in enumerate(names))
+    return out
 
 
 def specificity(delta: np.ndarray) -> np.ndarray:
