@@ -183,6 +183,26 @@ def test_number_curves_find_a_planted_trend():
     assert out["rising"][0][1] == pytest.approx(1.0)
 
 
+
+def test_number_probe_random_direction_null_separates_a_planted_trend_from_noise():
+    """Planted: the trend is carried by afraid's direction over noise, so few random directions (same norm by
+    construction, cosine) match it (p small); unplanted noise activations: afraid is no better than random."""
+    rng = np.random.default_rng(0)
+    units = planted_clusters()
+    tpl = probes.NumberTemplate("dose", "{X}", tuple(range(1, 13)), {"afraid": "up"})
+    a = units[EMOTIONS.index("afraid")]
+    noise = rng.normal(size=(12, units.shape[1]))
+    planted = np.stack([t * 1.5 * a for t in range(12)]) + noise
+    out = probes.number_curves(planted, units, EMOTIONS, tpl, n_random=200, seed=1)
+    check = out["expected"][0]
+    assert check["ok"] and check["p_random"] < 0.02 and check["random_exceed"] < 0.02
+    assert out["random"]["draws"] == 200 and out["random"]["abs_rho_q95"] < abs(check["rho"])
+    assert probes.probe_summary([out], None)["number_expected_beat_random"] == 1
+    flat = probes.number_curves(noise, units, EMOTIONS, tpl, n_random=200, seed=1)
+    assert flat["expected"][0]["p_random"] > 0.05
+    assert probes.number_curves(noise, units, EMOTIONS, tpl)["random"] is None  # off by default
+
+
 def test_scenario_matrix_ranks_planted_targets_first():
     units = planted_clusters(spread=0.3)
     p = probes.load_probes()
