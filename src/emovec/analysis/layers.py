@@ -3,9 +3,10 @@ control-adjusted evidence, with the numbers that decided it.
 
 The rule (`LAYER_RULE`, fixed before any result) scores each layer (layer 0, token identity, excluded) by
 the mean of the criteria available:
-- held-out top-1: the built-in corpus's `split: heldout` stories (never used to build vectors), each pooled
-  from token 50 as in extraction and scored by cosine against the emotions present, minus the 95th
-  percentile of the same accuracy with the stories' labels shuffled (needs the model);
+- held-out top-1: the built-in corpus's `split: heldout` stories of the 12 focal emotions (never used to
+  build vectors; 24 stories, chance 1/12), each pooled from token 50 as in extraction and scored by cosine
+  against those emotions, minus the 95th percentile of the same accuracy with the stories' labels shuffled
+  (needs the model);
 - valence decodability: nested cross-validated ridge r from the vectors to Warriner valence, minus the 95th
   percentile of the same with the ratings shuffled over emotions (needs the human norms).
 Scores equal to two decimals tie; ties go to the layer nearest ⌊2/3 · depth⌋, the paper's "mid-late" layer.
@@ -24,6 +25,7 @@ from emovec.analysis.decode import nested_ridge, unit_rows
 from emovec.analysis.geometry import kmeans_clusters, pca, rsa
 from emovec.analysis.logit_lens import logit_lens, own_token_ids
 from emovec.analysis.probes import ProbeResiduals, ProbeSet, number_curves, probe_summary, scenario_matrix
+from emovec.concepts import concepts
 from emovec.corpus import load_corpus
 from emovec.models import LoadedModel
 from emovec.ratings import Rating, norms_alignment
@@ -32,9 +34,10 @@ from emovec.vectors import EmotionVectors, default_layer_for
 
 HELDOUT_POSITION = "from:50"  # pooled as in extraction and `emovec evaluate`
 HELDOUT_SHUFFLES = 200
-DECODE_SHUFFLES = 50
-LAYER_RULE = ("score = mean of (held-out top-1 on the built-in heldout stories − its shuffled-label null's 95th "
-              "percentile) and (nested-CV valence decodability − its shuffled-rating null's 95th percentile), "
+DECODE_SHUFFLES = 20
+LAYER_RULE = ("score = mean of (held-out top-1 on the built-in heldout stories of the focal emotions − its "
+              "shuffled-label null's 95th percentile) and (nested-CV valence decodability − its shuffled-rating "
+              "null's 95th percentile), "
               "over the criteria available; layer 0 excluded; scores equal to two decimals tie, and ties go to "
               "the layer nearest floor(2/3 · depth) (the paper's)")
 # the scored, null-adjusted criteria, and the numbers shown beside them
@@ -123,9 +126,11 @@ def decode_evidence(units: np.ndarray, emotions: Sequence[str], norms: Mapping[s
 
 def heldout_evidence(lm: LoadedModel, vecs: EmotionVectors, layers: Sequence[int], denoised: bool,
                      seed: int) -> dict[int, dict[str, float]]:
-    """Per layer: top-1 of the built-in held-out stories among the emotions present, the 95th percentile of
-    the same with the labels shuffled, and their difference (empty when fewer than two emotions are present)."""
-    known = set(vecs.emotions)
+    """Per layer: top-1 of the built-in held-out stories of the paper's 12 focal emotions (all the artifact's
+    emotions if it has fewer than two of them) among the emotions present, the 95th percentile of the same
+    with the labels shuffled, and their difference (empty when fewer than two emotions are present)."""
+    focal = [e for e in concepts().focal if e in vecs.emotions]
+    known = set(focal) if len(focal) >= 2 else set(vecs.emotions)
     stories = [s for s in load_corpus(split="heldout").stories if s.emotion in known]
     present = sorted({s.emotion for s in stories}, key=vecs.emotions.index)
     if len(present) < 2:
