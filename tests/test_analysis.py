@@ -10,12 +10,14 @@ import torch
 
 from emovec import ratings
 from emovec.analysis import geometry, logit_lens, probes, top_passages
-from emovec.analysis.layers import layer_sweep, recommend
+from emovec.analysis.layers import heldout_evidence, layer_sweep, recommend
 from emovec.analysis.suite import AnalysisOptions, fingerprint, run_analysis
+from emovec import corpus as corpus_mod
 from emovec.concepts import concepts
 from emovec.errors import ConfigError, CorpusError
-from tests.builders import (EMOTIONS, planted_circumplex, planted_clusters, rated_emotions, small_vectors, unit,
-                            write_docs)
+from emovec.readout import pooled_residuals
+from tests.builders import (EMOTIONS, planted_circumplex, planted_clusters, random_vectors, rated_emotions,
+                            small_vectors, unit, write_docs)
 
 
 
@@ -183,6 +185,26 @@ def test_number_curves_find_a_planted_trend():
     assert out["rising"][0][1] == pytest.approx(1.0)
 
 
+
+def test_number_probe_random_direction_null_separates_a_planted_trend_from_noise():
+    """Planted: the trend is carried by afraid's direction over noise, so few random directions (same norm by
+    construction, cosine) match it (p small); unplanted noise activations: afraid is no better than random."""
+    rng = np.random.default_rng(0)
+    units = planted_clusters()
+    tpl = probes.NumberTemplate("dose", "{X}", tuple(range(1, 13)), {"afraid": "up"})
+    a = units[EMOTIONS.index("afraid")]
+    noise = rng.normal(size=(12, units.shape[1]))
+    planted = np.stack([t * 1.5 * a for t in range(12)]) + noise
+    out = probes.number_curves(planted, units, EMOTIONS, tpl, n_random=200, seed=1)
+    check = out["expected"][0]
+    assert check["ok"] and check["p_random"] < 0.02 and check["random_exceed"] < 0.02
+    assert out["random"]["draws"] == 200 and out["random"]["abs_rho_q95"] < abs(check["rho"])
+    assert probes.probe_summary([out], None)["number_expected_beat_random"] == 1
+    flat = probes.number_curves(noise, units, EMOTIONS, tpl, n_random=200, seed=1)
+    assert flat["expected"][0]["p_random"] > 0.05
+    assert probes.number_curves(noise, units, EMOTIONS, tpl)["random"] is None  # off by default
+
+
 def test_scenario_matrix_ranks_planted_targets_first():
     units = planted_clusters(spread=0.3)
     p = probes.load_probes()
@@ -301,18 +323,46 @@ def test_layer_sweep_recommends_the_planted_layer(tiny_llama):
     vecs = small_vectors(tiny_llama, planted_layer=1)
     human = ratings.human_norms(EMOTIONS)
     out = layer_sweep(vecs, concepts().clusters, human=human)
-    assert out["recommended"]["layer"] == 1
+    rec = out["recommended"]
+    assert rec["layer"] == 1 and rec["criteria"] == ["decode_valence_adjusted"]
     rows = {r["layer"]: r for r in out["rows"]}
     assert rows[1]["pc1_valence_r"] > 0.95 and rows[2]["pc1_valence_r"] < 0.4
-    evidence = {e["metric"]: e for e in out["recommended"]["evidence"]}
-    assert evidence["pc1_valence_r"]["best_layer"] == 1
+    assert rows[1]["decode_valence_adjusted"] > 0.5 and rows[2]["decode_valence_adjusted"] < 0.2  # random: at its null
+    evidence = {e["metric"]: e for e in rec["evidence"]}
+    assert evidence["decode_valence_r"]["best_layer"] == 1
+    assert "layer 1: score" in rec["why"] and "valence decodability" in rec["why"] and "default layer 2" in rec["why"]
     assert np.array(out["rsa"]).shape == (4, 4)
 
 
-def test_recommend_skips_layer_zero_and_breaks_ties_towards_default():
-    rows = [{"layer": i, "pc1_valence_r": 0.9 if i in (0, 1, 3) else 0.1} for i in range(5)]
-    assert recommend(rows, default_layer=3)["layer"] == 3
-    assert recommend(rows, default_layer=1)["layer"] == 1
+def test_recommend_rule_skips_layer_zero_and_breaks_ties_towards_two_thirds_depth():
+    rows = [{"layer": i, "decode_valence_adjusted": 0.5 if i in (0, 1, 3) else 0.1} for i in range(5)]
+    assert recommend(rows, num_layers=5, default_layer=1)["layer"] == 3  # floor(2/3 · 5) = 3, not the default
+    rows[1]["decode_valence_adjusted"] = 0.504  # equal to two decimals: still a tie
+    rec = recommend(rows, num_layers=5, default_layer=1)
+    assert rec["layer"] == 3 and "tied with layers 1" in rec["why"]
+    rows[1]["heldout_top1_adjusted"] = 0.6  # a second criterion lifts layer 1 (the mean of what is available)
+    assert recommend(rows, num_layers=5, default_layer=1)["layer"] == 1
+    bare = recommend([{"layer": i} for i in range(6)], num_layers=6, default_layer=2)
+    assert bare["layer"] == 4 and "no held-out or norm evidence" in bare["why"]
+
+
+def test_heldout_evidence_detects_vectors_built_from_the_heldout_stories(tiny_llama):
+    """Vectors planted at layer 1 from the held-out stories' own pooled residuals rank them first above the
+    shuffled-label null; the same vectors given to the wrong emotions do not, and nor does a random layer."""
+    focal = list(concepts().focal)
+    vecs = random_vectors(tiny_llama, emotions=tuple(focal))
+    stories = [s for s in corpus_mod.load_corpus(split="heldout").stories if s.emotion in focal]
+    acts, _ = pooled_residuals(tiny_llama, [s.text for s in stories], [1], "from:50")
+    means = np.stack([acts[[i for i, s in enumerate(stories) if s.emotion == e], 0].mean(0) for e in focal])
+    planted = means - means.mean(0)
+    vecs.denoised[:, 1] = planted
+    out = heldout_evidence(tiny_llama, vecs, [1, 2], True, seed=0)
+    assert out[1]["heldout_emotions"] == 12 and out[1]["heldout_stories"] == len(stories) == 24
+    assert out[1]["heldout_top1"] > 3 / 12 and out[1]["heldout_top1_adjusted"] > 0.1
+    assert out[2]["heldout_top1_adjusted"] <= 0.05
+    vecs.denoised[:, 1] = planted[np.roll(np.arange(12), 1)]  # every emotion gets its neighbour's vector
+    wrong = heldout_evidence(tiny_llama, vecs, [1], True, seed=0)
+    assert wrong[1]["heldout_top1_adjusted"] <= 0.05
 
 
 def test_run_analysis_end_to_end_is_strict_json_and_deterministic(tiny_llama, tmp_path):

@@ -13,7 +13,8 @@ import pytest
 
 from emovec.concepts import concepts
 from emovec.errors import ConfigError, CorpusError
-from emovec.evaluate import evaluate, label_scores, parse_position, pooled_residuals, read_records, valence_scores
+from emovec.evaluate import evaluate, label_scores, read_records, valence_scores
+from emovec.readout import parse_position, pooled_residuals
 from emovec.vectors import EmotionVectors
 from tests.builders import random_vectors
 

@@ -90,6 +90,8 @@ BAD = [
     (["validate-steering", "ART", "--strength", NAN], "--strength"),
     (["validate-steering", "ART", "--strength", "1e38"], "outside [-10, 10]"),
     (["validate-steering", "ART", "--frame", "xml"], "unknown frame 'xml'"),
+    (["validate-steering", "ART", "--variants", "story"], "unknown vector variant 'story'"),
+    (["steer", "ART", "-e", "calm=0.1", "-p", "x", "--variant", "story"], "--variant: unknown vector variant 'story'"),
     (["preferences", "ART", "--strengths", NAN], "--strengths 'nan': expected finite numbers"),
     (["preferences", "ART", "--strengths", "0.5,1e30"], "outside [-10, 10]"),
     (["export", "ART", "-e", "calm=1e300", "-o", "DIR/c.gguf"], "outside [-10, 10]"),

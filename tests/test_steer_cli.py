@@ -50,12 +50,16 @@ def test_steer_side_by_side_and_sweep(setup: dict[str, str], capsys, monkeypatch
     code, swept, _ = run(capsys, monkeypatch, "steer", setup["art"], "--model", setup["model"], "--emotion",
                          "calm=1", "--prompt", "hi", "--max-new-tokens", "4", "--sweep", "-2:2:3")
     assert code == 0 and all(s in swept for s in ("calm=-2", "calm=+2", "baseline"))
+    code, raw, err = run(capsys, monkeypatch, *args, "--variant", "raw")
+    assert code == 0 and "vectors: raw" in raw and "vectors: denoised" in first, err
+    code, words, err = run(capsys, monkeypatch, *args, "--variant", "word-contrast")
+    assert code == 0 and "vectors: word-contrast" in words, err
 
 
 def test_chat_through_stdin(setup: dict[str, str], capsys, monkeypatch) -> None:  # noqa: ANN001
     lines = "hello there\n\n/steer calm=3\nhow are you?\n/steer clam=1\n/dance\n/off\n/reset\nagain\n/quit\nnever read\n"
     code, out, err = run(capsys, monkeypatch, "chat", setup["art"], "--model", setup["model"], "--max-new-tokens", "5",
-                         "--read-layer", "1", stdin=lines)
+                         "--read-layer", "1", "--variant", "word-contrast", stdin=lines)
     assert code == 0, err
     assert out.count("assistant") >= 3 and out.count("read-out @L1: turn start:") == 3 and "reply mean:" in out
     assert "steering calm=+3" in out and "assistant [steered calm=+3]:" in out and "steering off" in out
@@ -88,6 +92,8 @@ def test_validate_and_export(setup: dict[str, str], capsys, monkeypatch) -> None
     stored = json.loads(Path(setup["art"], "results", "steering_validation.json").read_text())
     assert stored == json.loads(Path(d, "v.json").read_text()) and stored["emotions"] == ["happy", "calm", "afraid"]
     assert "Δ log-prob" in out and len(stored["delta"]) == 3
+    assert list(stored["variants"]) == ["denoised", "raw", "word-contrast"] and stored["random"]["draws"] == 20
+    assert "recommended steering variant:" in out and "beat random" in out
     code, out, err = run(capsys, monkeypatch, "export", setup["art"], "--emotion", "calm=1.0", "--layers", "1-3",
                          "-o", f"{d}/calm.gguf")
     assert code == 0, err and "--control-vector-scaled" in out

@@ -20,7 +20,8 @@ from emovec.errors import ConfigError
 from emovec.models import LoadedModel
 from emovec.monitor import score_tokens, transcript_from_chat
 from emovec.sampling import Sampling, sample
-from emovec.steering import parse_weights
+from emovec.steering import parse_weights, steer
+from emovec.steering_validation import check_variants, variant_directions
 from emovec.vectors import EmotionVectors
 
 HELP = ("commands: /steer NAME=STRENGTH [NAME=STRENGTH ...] (e.g. /steer calm=0.1), /off (stop steering), "
@@ -58,6 +59,7 @@ class ChatSession:
     read_layer: int | None = None
     system: str | None = None
     top_k: int = 3
+    variant: str = "denoised"  # the vectors to steer with: denoised, raw or word-contrast
     weights: dict[str, float] = field(default_factory=dict)
     messages: list[dict[str, str]] = field(default_factory=list)
     turns: int = 0
@@ -66,6 +68,7 @@ class ChatSession:
         self.vecs.check_compatible(self.lm)
         self.read_layer = self.vecs.default_layer if self.read_layer is None else self.read_layer
         self.vecs.layer_pos(self.read_layer)
+        check_variants([self.variant], param="variant")
 
     def set_steering(self, weights: dict[str, float]) -> None:
         """Steer later replies with this blend (checked against the artifact now)."""
@@ -79,8 +82,8 @@ class ChatSession:
         prompt = transcript_from_chat(self.lm, history + [{"role": "user", "content": user}]).token_ids
         sampling = replace(self.sampling, seed=self.sampling.seed + self.turns)
         if self.weights:
-            with self.vecs.steer(self.lm, self.weights, layers=self.layers, positions=self.positions,
-                                 prompt_length=len(prompt)):
+            directions = variant_directions(self.lm, self.vecs, self.weights, self.layers, self.variant)
+            with steer(self.lm, directions, self.positions, prompt_length=len(prompt)):
                 produced = sample(self.lm, [prompt], sampling)[0]
         else:
             produced = sample(self.lm, [prompt], sampling)[0]

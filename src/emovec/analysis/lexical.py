@@ -5,6 +5,9 @@
   token and averaged over tokens, averaged over templates.
 Both are centred over emotions (as the story vectors are) and the template vectors get the artifact's
 neutral projection at that layer, so a geometry number they reach is one a word list alone explains.
+- `word_contrast_vectors`: the same template sentences (mean over tokens) minus the same templates filled with
+  neutral words, at one layer: the steering-validation's "word-contrast" variant (a vector that knows the
+  word, not the stories).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from emovec.models import LoadedModel
 from emovec.vectors import project_out
 
 TEMPLATES = ("I feel {emotion}.", "She felt {emotion}.", "He was so {emotion}.", "Today I am feeling {emotion}.")
+NEUTRAL_WORDS = ("awake", "seated", "indoors", "dressed")  # fill the templates for the word-contrast baseline
 
 
 def word_ids(lm: LoadedModel, word: str) -> list[int]:
@@ -68,3 +72,14 @@ def template_vectors(lm: LoadedModel, emotions: Sequence[str], layer: int, compo
         per = acts.reshape(len(emotions), len(templates), -1).mean(1)
         out[name] = unit_rows(project_out(per - per.mean(0, keepdims=True), components))
     return out
+
+
+def word_contrast_vectors(lm: LoadedModel, emotions: Sequence[str], layer: int,
+                          templates: Sequence[str] = TEMPLATES, neutral: Sequence[str] = NEUTRAL_WORDS) -> np.ndarray:
+    """Unit word-contrast vectors at `layer` [E, d]: the mean residual (over tokens, then templates) of the
+    templates filled with each emotion word minus that of the templates filled with neutral words."""
+    texts = [t.format(emotion=e) for e in emotions for t in templates]
+    base = [t.format(emotion=w) for w in neutral for t in templates]
+    _, mean = pooled_layer(lm, texts + base, layer)
+    per = mean[:len(texts)].reshape(len(emotions), len(templates), -1).mean(1)
+    return unit_rows(per - mean[len(texts):].mean(0, keepdims=True))

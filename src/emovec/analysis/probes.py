@@ -3,7 +3,9 @@ scenarios (paper §4.3, Table 2).
 
 Each prompt is one user turn framed by `emovec.readout` (`chat`: the model's chat template, read at the
 last token of the assistant header; `plain`: `Human: …\\n\\nAssistant:`, read at the ':'). Number probes
-give, per template and emotion, a curve of cosines over X and Spearman's rho with X; scenarios give the
+give, per template and emotion, a curve of cosines over X and Spearman's rho with X, beside a null: the same
+rho for random directions (seeded; cosine ignores the norm, so "the same norm" holds by construction), with a
+one-sided p for each direction the paper reports; scenarios give the
 focal-emotion × scenario matrix and the rank of each scenario's intended emotion. The prompts live in
 `data/probes.yaml`; users pass their own file in the same format.
 """
@@ -26,6 +28,7 @@ from emovec.prompts import encode_prompt, render_prompt
 from emovec.readout import last_token_residuals
 
 DIRECTIONS = {"up": 1, "down": -1}
+RANDOM_DIRECTIONS = 200  # random-direction draws for the number-probe null (cheap: cosines only)
 
 
 @dataclass(frozen=True)
@@ -160,21 +163,39 @@ def spearman_columns(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (rx @ ry) / den, np.nan)
 
 
+def random_rhos(acts: np.ndarray, x: np.ndarray, n_random: int, seed: int) -> np.ndarray:
+    """Spearman rho with X of the cosine with each of `n_random` seeded random unit directions: [R]."""
+    if n_random <= 0:
+        return np.zeros(0)
+    rand = np.random.default_rng(seed).normal(size=(n_random, acts.shape[-1]))
+    rand /= np.linalg.norm(rand, axis=1, keepdims=True)
+    return np.nan_to_num(spearman_columns(x, _cosines(acts, rand)), nan=0.0)
+
+
 def number_curves(acts: np.ndarray, units: np.ndarray, emotions: Sequence[str], template: NumberTemplate,
-                  n_top: int = 5) -> dict[str, object]:
+                  n_top: int = 5, n_random: int = 0, seed: int = 0) -> dict[str, object]:
     """Cosine of each emotion at each X ([values, d] residuals), Spearman rho with X per emotion, the
-    emotions rising/falling most, and whether each expected direction holds (rho of the right sign)."""
+    emotions rising/falling most, and whether each expected direction holds (rho of the right sign).
+
+    With `n_random` > 0, the random-direction null: each expected direction's one-sided p (1 + #random
+    directions with a signed rho at least ours) / (1 + R), and the null's |rho| mean and 95th percentile."""
     cos = _cosines(acts, units)  # [V, E]
     x = np.array(template.values)
     rho = spearman_columns(x, cos)
+    null = random_rhos(acts, x, n_random, seed)
     order = np.argsort(np.nan_to_num(rho, nan=0.0))
     checks = []
     for emotion, direction in template.expect.items():
         if emotion in emotions:
             r = float(rho[emotions.index(emotion)])
-            checks.append({"emotion": emotion, "direction": direction, "rho": r,
-                           "ok": bool(np.sign(r) == DIRECTIONS[direction])})
-    return {"name": template.name, "template": template.template, "source": template.source,
+            check = {"emotion": emotion, "direction": direction, "rho": r, "ok": bool(np.sign(r) == DIRECTIONS[direction])}
+            if len(null) and np.isfinite(r):
+                hits = int((DIRECTIONS[direction] * null >= DIRECTIONS[direction] * r).sum())
+                check |= {"random_exceed": hits / len(null), "p_random": (1 + hits) / (1 + len(null))}
+            checks.append(check)
+    random = ({"draws": len(null), "seed": seed, "abs_rho_mean": float(np.abs(null).mean()),
+               "abs_rho_q95": float(np.percentile(np.abs(null), 95))} if len(null) else None)
+    return {"random": random, "name": template.name, "template": template.template, "source": template.source,
             "values": [format_number(v) for v in template.values],
             "curves": {e: [round(float(c), 5) for c in cos[:, i]] for i, e in enumerate(emotions)},
             "spearman": {e: (None if np.isnan(r) else round(float(r), 4)) for e, r in zip(emotions, rho)},
@@ -217,6 +238,7 @@ def probe_summary(numbers: Sequence[dict], scenarios: dict | None) -> dict[str, 
     out: dict[str, object] = {
         "number_expected_ok": sum(c["ok"] for c in checks), "number_expected_total": len(checks),
         "number_expected_rate": (sum(c["ok"] for c in checks) / len(checks)) if checks else None,
+        "number_expected_beat_random": sum(c.get("p_random", 1.0) < 0.05 for c in checks),
         "number_expected_mean_rho": (float(np.mean([DIRECTIONS[c["direction"]] * c["rho"] for c in checks
                                                     if c["rho"] == c["rho"]])) if checks else None),
     }

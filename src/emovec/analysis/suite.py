@@ -19,7 +19,8 @@ from emovec.analysis.geometry import geometry, pca
 from emovec.analysis.layers import layer_sweep
 from emovec.analysis.logit_lens import MODES, logit_lens
 from emovec.ratings import human_norms, norms_alignment
-from emovec.analysis.probes import load_probes, number_curves, probe_summary, read_probes, scenario_matrix
+from emovec.analysis.probes import (RANDOM_DIRECTIONS, load_probes, number_curves, probe_summary, read_probes,
+                                   scenario_matrix)
 from emovec.analysis.top_passages import iter_documents, top_passages
 from emovec.artifact import finite
 from emovec.concepts import concepts
@@ -165,7 +166,8 @@ def run_analysis(vecs: EmotionVectors, lm: LoadedModel, options: AnalysisOptions
     norms = norms_alignment(coords, emotions, options.n_boot, options.seed, human=human or ({}, {}))
     if norms_error:
         norms["human_error"] = norms_error
-    numbers = [number_curves(acts[:, at], units, emotions, tpl) for acts, tpl in zip(probe_res.numbers, probes.numbers)]
+    numbers = [number_curves(acts[:, at], units, emotions, tpl, n_random=RANDOM_DIRECTIONS, seed=options.seed)
+               for acts, tpl in zip(probe_res.numbers, probes.numbers)]
     scenarios = (scenario_matrix(probe_res.scenarios[:, at], units, emotions, probes.scenarios, focal)
                  if probes.scenarios and focal else None)
     unembedding = lm.unembedding.detach().float().cpu()

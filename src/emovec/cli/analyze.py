@@ -144,6 +144,12 @@ def print_summary(r: dict) -> None:
     for row in summary_rows(r):
         table.add_row(*row)
     out.print(table)
+    if r.get("layers"):
+        out.print(f"layer sweep: {r['layers']['recommended']['why']}", soft_wrap=True)
+    beat = r["probes"]["summary"].get("number_expected_beat_random")
+    if beat is not None:
+        out.print(f"number probes: {beat} of {r['probes']['summary']['number_expected_total']} paper directions beat "
+                  "random directions (p < 0.05)", soft_wrap=True)
 
 
 def report(

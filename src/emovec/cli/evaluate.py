@@ -13,7 +13,8 @@ from emovec.artifact import check_output_dir, check_output_file, locked, results
 from emovec.cli.common import (AllowHubOpt, BoundModelOpt, DeviceOpt, DtypeOpt, JsonOpt, artifact_layers, bind_model,
                                load_vectors, out, preflight)
 from emovec.errors import ConfigError
-from emovec.evaluate import BUILTIN, RESULT_NAME, builtin_heldout, evaluate, parse_position, read_records
+from emovec.evaluate import BUILTIN, RESULT_NAME, builtin_heldout, evaluate, read_records
+from emovec.readout import parse_position
 
 
 def _fmt(x: object, ci: object = None) -> str:

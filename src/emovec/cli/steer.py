@@ -21,7 +21,10 @@ from emovec.models import check_context
 from emovec.prompts import check_frame, encode_prompt, render_prompt
 from emovec.sampling import Sampling
 from emovec.steering import check_strength, parse_sweep, parse_weights, scale_weights, steered_continuations
-from emovec.steering_validation import RESULT_NAME, validate_steering
+from emovec.steering_validation import (N_RANDOM, RESULT_NAME, VARIANTS, check_variants, validate_steering,
+                                       variant_directions)
+
+VariantOpt = Annotated[str, typer.Option(help=f"Vectors to steer with: {', '.join(VARIANTS)} (see validate-steering's recommendation).")]
 
 
 def steer(
@@ -38,6 +41,7 @@ def steer(
     sweep: Annotated[Optional[str], typer.Option(help="Strengths START:STOP:COUNT or a list; the blend is rescaled so its largest |strength| is each value.")] = None,
     frame: Annotated[str, typer.Option(help="chat (the model's template) or plain (Human:/Assistant:).")] = "chat",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the continuations here as JSON.")] = None,
+    variant: VariantOpt = "denoised",
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "cpu",
     allow_hub: AllowHubOpt = False,
@@ -47,21 +51,23 @@ def steer(
     strengths = parse_sweep(sweep) if sweep else None
     sampling = Sampling(max_new_tokens, temperature, top_p, seed)
     check_frame(frame)
+    check_variants([variant], param="variant")
     if json_out:
         check_output_file(json_out, "json_out")
     vecs = load_vectors(artifact)
     check_weights(vecs, weights)
     chosen = artifact_layers(vecs, layers)
     blends = [{e: 0.0 for e in weights}] + ([scale_weights(weights, s) for s in strengths] if strengths else [weights])
-    directions = [vecs.directions(b, chosen) if any(b.values()) else None for b in blends]
+    [vecs.directions(b, chosen) for b in blends if any(b.values())]  # bad strengths fail before the model loads
     preflight(vecs, model, device, allow_hub)
     lm = bind_model(vecs, model, dtype, device, allow_hub)
+    directions = [variant_directions(lm, vecs, b, chosen or None, variant) if any(b.values()) else None for b in blends]
     ids = encode_prompt(lm, render_prompt(lm, prompt, frame), frame)
     check_context(lm, len(ids) + max_new_tokens)
     outs = steered_continuations(lm, ids, directions, sampling, positions)
     texts = [lm.tokenizer.decode(o, skip_special_tokens=True).strip() for o in outs]
     where = f"layers {','.join(map(str, chosen))}" if chosen else f"layer {vecs.default_layer}"
-    out.print(f"prompt: {prompt!r}   {where}   positions: {positions}   seed: {seed}   temperature: {temperature}",
+    out.print(f"prompt: {prompt!r}   {where}   vectors: {variant}   positions: {positions}   seed: {seed}   temperature: {temperature}",
               highlight=False, markup=False, soft_wrap=True)
     table = Table(show_lines=True)
     if strengths is None:
@@ -76,7 +82,7 @@ def steer(
     out.print(table)
     if json_out:
         write_json_atomic(json_out, {"prompt": prompt, "frame": frame, "layers": chosen or [vecs.default_layer],
-                                     "positions": positions, "sampling": sampling.__dict__,
+                                     "variant": variant, "positions": positions, "sampling": sampling.__dict__,
                                      "runs": [{"weights": b, "text": t} for b, t in zip(blends, texts)]})
 
 
@@ -92,6 +98,7 @@ def chat(
     temperature: TemperatureOpt = 0.7,
     top_p: TopPOpt = 0.9,
     system: Annotated[Optional[str], typer.Option(help="System prompt (default: the template's own).")] = None,
+    variant: VariantOpt = "denoised",
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "cpu",
     allow_hub: AllowHubOpt = False,
@@ -99,12 +106,13 @@ def chat(
     """Talk to the model (one message per line on stdin) with a per-turn emotion read-out; /steer, /off, /quit."""
     sampling = Sampling(max_new_tokens, temperature, top_p, seed)
     weights = parse_weights(emotion) if emotion else {}
+    check_variants([variant], param="variant")
     vecs = load_vectors(artifact)
     check_weights(vecs, weights)
     chosen = artifact_layers(vecs, layers)
     preflight(vecs, model, device, allow_hub)
     lm = bind_model(vecs, model, dtype, device, allow_hub)
-    session = ChatSession(lm, vecs, sampling, chosen, positions, read_layer, system)
+    session = ChatSession(lm, vecs, sampling, chosen, positions, read_layer, system, variant=variant)
     session.set_steering(weights)
     interactive = sys.stdin.isatty()
     out.print(f"chatting with {lm.spec.id}; read-out at layer {session.read_layer}. {HELP}", soft_wrap=True)
@@ -139,6 +147,9 @@ def validate_steering_command(
     emotions: Annotated[Optional[str], typer.Option(help="Comma-separated emotions (default: the 12 focal ones in the artifact).")] = None,
     frame: Annotated[str, typer.Option(help="chat (the model's template) or plain (Human:/Assistant:).")] = "chat",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the result here.")] = None,
+    variants: Annotated[str, typer.Option(help=f"Vector variants compared side by side (comma-separated; default: {','.join(VARIANTS)}); the first fills the main matrix.")] = ",".join(VARIANTS),
+    random: Annotated[int, typer.Option("--random", help="Random directions of the same norm (the null).", min=0)] = N_RANDOM,
+    seed: Annotated[int, typer.Option(help="Seed of the random directions and the bootstrap.")] = 0,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "cpu",
     allow_hub: AllowHubOpt = False,
@@ -146,6 +157,7 @@ def validate_steering_command(
     """Paper Fig 52: Δ log-prob of each emotion word under each emotion's vector; writes ARTIFACT/results/steering_validation.json."""
     check_strength(strength, "--strength", "strength")
     check_frame(frame)
+    chosen_variants = check_variants(csv_list(variants) or [])
     if json_out:
         check_output_file(json_out, "json_out")
     vecs = load_vectors(artifact)
@@ -155,10 +167,12 @@ def validate_steering_command(
     preflight(vecs, model, device, allow_hub)
     with locked(artifact):
         lm = bind_model(vecs, model, dtype, device, allow_hub)
-        result = validate_steering(lm, vecs, layer, strength, csv_list(emotions), frame)
+        result = validate_steering(lm, vecs, layer, strength, csv_list(emotions), frame, variants=chosen_variants,
+                                   n_random=random, seed=seed)
         path = save_result(artifact, RESULT_NAME, result, json_out)
     names = list(result["emotions"])
-    out.print(f"Δ log-prob of each word (columns) under each vector (rows), mean over prompts; layer {result['layer']}, "
+    out.print(f"Δ log-prob of each word (columns) under each {result['primary_variant']} vector (rows), mean over "
+              f"prompts; layer {result['layer']}, "
               f"strength {strength}; * marks the diagonal", soft_wrap=True)
     out.print(" " * 10 + "".join(f"{n[:6]:>8}" for n in names), soft_wrap=True)
     for i, (name, row) in enumerate(zip(names, result["delta"])):
@@ -168,7 +182,25 @@ def validate_steering_command(
     out.print(f"diagonal is the row max in {dom['rows_diagonal_max']:.0%} of vectors and the column max in "
               f"{dom['columns_diagonal_max']:.0%} of words; mean diagonal {dom['diagonal_mean']:+.2f} vs off-diagonal "
               f"{dom['off_diagonal_mean']:+.2f}")
+    print_variants(result)
     out.print(f"wrote {path}", soft_wrap=True)
+
+
+def print_variants(result: dict) -> None:
+    """The variants side by side with the random-direction null, and the recommendation."""
+    table = Table(title=f"steering by vector variant · {result['random']['draws']} random directions of the same norm")
+    for col in ("variant", "margin [95% CI]", "rows diag max", "beat random"):
+        table.add_column(col, overflow="fold")
+    n = len(result["emotions"])
+    for name, v in result["variants"].items():
+        ci = f" [{v['margin_ci'][0]:+.2f}, {v['margin_ci'][1]:+.2f}]" if v.get("margin_ci") else ""
+        table.add_row(name, f"{v['margin']:+.2f}{ci}", f"{v['dominance']['rows_diagonal_max']:.0%}",
+                      f"{v['emotions_beating_random']} / {n}")
+    out.print(table)
+    out.print("beat random: emotions whose own-word specificity beats the random directions' (p < 0.05)")
+    rec = result["recommended"]
+    out.print(f"recommended steering variant: {rec['variant']} ({rec['reason']}); rule: {rec['rule']}. Steering "
+              f"commands still use {rec['library_default']} unless given --variant.", soft_wrap=True)
 
 
 def export(
