@@ -23,7 +23,8 @@ from emovec.analysis.evidence import rating_targets
 from emovec.artifact import results_dir, write_json_atomic
 from emovec.concepts import concepts
 from emovec.corpus import load_corpus
-from emovec.evaluate import label_scores, pooled_residuals
+from emovec.evaluate import label_scores
+from emovec.readout import pooled_residuals
 from emovec.models import load_model
 from emovec.ratings import dal_norms, human_norms
 from emovec.vectors import EmotionVectors
