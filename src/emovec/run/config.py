@@ -17,7 +17,7 @@ import tomllib
 import yaml
 
 from emovec.errors import ConfigError
-from emovec.evaluate import parse_position
+from emovec.readout import parse_position
 
 Config = dict[str, dict[str, Any]]
 DEFAULT_FILE = "run-default.toml"
