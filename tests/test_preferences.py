@@ -230,3 +230,14 @@ def test_batch_size_from_free_memory(tiny_llama: LoadedModel, monkeypatch: pytes
     fixed = run_tournament(tiny_llama, prompts, batch_size=7)
     auto = run_tournament(tiny_llama, prompts, batch_size=0)
     np.testing.assert_allclose(auto.p_a, fixed.p_a, atol=1e-4)
+
+
+def test_correlation_evidence_detects_a_planted_relation() -> None:
+    """A planted activation–Elo relation has a CI excluding 0 and a small shuffled-Elo p; noise does not."""
+    from emovec.preferences.run import correlation_evidence
+    rng = np.random.default_rng(0)
+    elo = rng.normal(1500, 100, 64)
+    planted = correlation_evidence(0.01 * (elo - 1500) / 100 + rng.normal(0, 0.005, 64), elo, 500, 500)
+    noise = correlation_evidence(rng.normal(0, 1, 64), elo, 500, 500)
+    assert planted["r"] > 0.8 and planted["ci"][0] > 0.5 and planted["p"] < 0.01
+    assert noise["ci"][0] < 0 < noise["ci"][1] and noise["p"] > 0.01 and noise["activities"] == 64

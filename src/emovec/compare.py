@@ -13,6 +13,7 @@ import numpy as np
 
 from emovec.artifact import MANIFEST, load_result, read_json
 from emovec.errors import ConfigError
+from emovec.preferences.run import correlation_evidence
 from emovec.run import timings_path
 from emovec.vectors import EmotionVectors
 
@@ -101,12 +102,21 @@ def headline(analysis: Mapping | None, evidence: Mapping | None, evaluation: Map
     out["steering_diagonal"] = None if not isinstance(dom, Mapping) else _entry(
         dom.get("rows_diagonal_max"), null={"chance": 1 / n if n else None}, source="steering_validation",
         emotions=n, diagonal_mean=dom.get("diagonal_mean"), off_diagonal_mean=dom.get("off_diagonal_mean"))
+    denoised = _get(steering, "variants", "denoised")
+    if isinstance(out["steering_diagonal"], dict) and isinstance(denoised, Mapping):
+        out["steering_diagonal"] |= {"margin": denoised.get("margin"), "margin_ci": denoised.get("margin_ci"),
+                                     "emotions_beating_random": denoised.get("emotions_beating_random"),
+                                     "recommended_variant": _get(steering, "recommended", "variant")}
     corr, paper = _get(prefs, "correlations"), _get(prefs, "paper") or {}
+    activation, elo = _get(prefs, "activation") or {}, _get(prefs, "elo") or {}
+    names = [a.get("name") for a in _get(prefs, "activities") or [] if isinstance(a, Mapping)]  # type: ignore[union-attr]
     for e in FOCAL_PREFERENCE:
         value = corr.get(e) if isinstance(corr, Mapping) else None
+        ev = (correlation_evidence(activation[e], [elo[a] for a in names])  # type: ignore[index]
+              if value is not None and e in activation and names and all(a in elo for a in names) else {})
         out[f"preference_{e}_r"] = None if value is None else _entry(
-            value, paper=paper.get(f"{e}_r"), source="preferences",  # type: ignore[union-attr]
-            activities=len(_get(prefs, "activities") or []))  # type: ignore[arg-type]
+            value, ci=ev.get("ci"), null={"shuffled_elo_q95_abs": ev.get("null_q95_abs"), "p": ev.get("p")},
+            paper=paper.get(f"{e}_r"), source="preferences", activities=len(names))  # type: ignore[union-attr]
     return out
 
 

@@ -89,6 +89,29 @@ def emotion_correlations(scores: np.ndarray, elo: np.ndarray, emotions: Sequence
     return {e: (float(v) if np.isfinite(v) else None) for e, v in zip(emotions, r, strict=True)}
 
 
+def correlation_evidence(activation: Sequence[float], elo: Sequence[float], n_boot: int = 1000, n_perm: int = 1000,
+                         seed: int = 0) -> dict[str, object]:
+    """One emotion's activation–Elo r across activities with its evidence: a 95% CI from resampling activities,
+    and a shuffled-Elo null (|r| two-sided p, the null's 95th percentile of |r|)."""
+    x, y = np.asarray(activation, np.float64), np.asarray(elo, np.float64)
+    rng = np.random.default_rng(seed)
+
+    def rows_r(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        xs, ys = xs - xs.mean(1, keepdims=True), ys - ys.mean(1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (xs * ys).sum(1) / np.sqrt((xs ** 2).sum(1) * (ys ** 2).sum(1))
+
+    r = float(rows_r(x[None], y[None])[0])
+    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
+    boot = rows_r(x[idx], y[idx])
+    null = np.abs(rows_r(np.broadcast_to(x, (n_perm, len(x))), np.stack([rng.permutation(y) for _ in range(n_perm)])))
+    boot, null = boot[np.isfinite(boot)], null[np.isfinite(null)]
+    return {"r": r, "ci": [float(v) for v in np.percentile(boot, [2.5, 97.5])] if len(boot) else None,
+            "null_q95_abs": float(np.percentile(null, 95)) if len(null) else None,
+            "p": float((1 + (null >= abs(r)).sum()) / (1 + len(null))) if len(null) else None,
+            "activities": len(x)}
+
+
 def valence_relation(correlations: Mapping[str, float | None], n_boot: int = 1000, seed: int = 0) -> dict[str, object]:
     """Across emotions, r between the preference correlation and the emotion's valence (and arousal) rating:
     the shipped model-judge ratings, else human norms; a note instead where neither is available."""
