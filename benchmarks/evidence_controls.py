@@ -81,8 +81,6 @@ def main() -> None:
         print("outlier dims:", [(d["dim"], len(d["layers"])) for d in out["dimensions"][:6]])
         for k in out["standardisation"]["off"]:
             print(f"standardisation {k}: off {out['standardisation']['off'][k]:.3f} on {out['standardisation']['on'][k]:.3f}")
-    if ev.get("layer_choice"):
-        print("layer choice:", ev["layer_choice"]["why"])
     keep, held = heldout_split(vecs, args.artifact)
     train = without(vecs, args.artifact, keep, len(keep) + len(held))
     res = evaluate(train, lm, "label", held, [vecs.default_layer], "from:50", n_boot=1000)

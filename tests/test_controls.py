@@ -61,7 +61,7 @@ def test_identity_rebuild_reproduces_the_artifact(tmp_path, tiny_llama):
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_controls_detect_planted_structure_and_its_absence(tmp_path, tiny_llama, shuffle):
     vecs = planted_artifact(tmp_path, tiny_llama, shuffle=shuffle)
-    result = run_evidence(tmp_path, vecs, None, 0, EvidenceOptions(n_perm=100, n_boot=20, n_splits=10, layer_perm=0))
+    result = run_evidence(tmp_path, vecs, None, 0, EvidenceOptions(n_perm=100, n_boot=20, n_splits=10))
     rows = {r["key"]: r for r in result["criteria"]}
     for key in ("pc1_valence_r", "decode_valence_r", "decode_arousal_r", "best5_arousal_r"):
         if shuffle:

@@ -18,7 +18,7 @@ import numpy as np
 
 from emovec.analysis.controls import (VERDICT_RULE, bootstrap_orders, load_story_rows, permutation_orders, rebuild,
                                       summarise)
-from emovec.analysis.decode import geometry_numbers, nested_ridge, unit_rows
+from emovec.analysis.decode import geometry_numbers, unit_rows
 from emovec.analysis.lexical import TEMPLATES, embedding_vectors, template_vectors
 from emovec.analysis.outliers import neutral_moments, outlier_dimensions, standardise
 from emovec.analysis.reliability import reliability
@@ -52,13 +52,12 @@ class EvidenceOptions:
     n_perm: int = 200
     n_boot: int = 200
     n_splits: int = 100
-    layer_perm: int = 20  # permutations per layer for the layer choice
     seed: int = 0
     denoised: bool = True
     standardise: bool = False  # compare vectors after per-dimension neutral standardisation
 
     def validated(self) -> EvidenceOptions:
-        for name in ("n_perm", "n_boot", "n_splits", "layer_perm"):
+        for name in ("n_perm", "n_boot", "n_splits"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}", param=name)
         return self
@@ -97,40 +96,6 @@ def criteria_table(real: Mapping[str, np.ndarray], null: Mapping[str, np.ndarray
             row["above_lexical"] = bool(ci and ci[0] > known[best])  # type: ignore[index]
         rows.append(row)
     return rows
-
-
-def layer_choice(artifact: Path, vecs: EmotionVectors, targets: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                 options: EvidenceOptions) -> dict[str, object]:
-    """Per layer: valence decodability on held-out emotions minus its shuffled-label null's 95th percentile,
-    and the median split-half reliability on held-out stories; the layer with the best mean of the two
-    (layer 0 excluded, ties to the default layer), with why."""
-    rows_v, y_v = targets["valence"]
-    table = []
-    for layer in vecs.layers:
-        if layer == 0 and len(vecs.layers) > 1:
-            continue
-        rows = load_story_rows(artifact, vecs, layer)
-        comps = vecs.components.get(layer, np.zeros((0, rows.x.shape[1]))).astype(np.float64)
-        orders = np.vstack([np.arange(len(rows.label))[None, :],
-                            permutation_orders(len(rows.label), options.layer_perm, options.seed + layer)])
-        units = rebuild(rows, orders, comps)
-        r, _, _ = nested_ridge(units, rows_v, y_v, seed=options.seed)
-        q95 = float(np.percentile(r[1:], 95)) if len(r) > 1 else 0.0
-        rel = reliability(rows, comps, n_splits=max(5, options.n_splits // 10), seed=options.seed)
-        split = float(rel.get("median_split_half", float("nan")))  # type: ignore[arg-type]
-        table.append({"layer": layer, "decode_valence_r": float(r[0]), "null_q95": q95,
-                      "adjusted": float(r[0]) - q95, "split_half": split,
-                      "score": (float(r[0]) - q95 + split) / 2})
-    best = max(table, key=lambda t: (round(t["score"], 9), -abs(t["layer"] - vecs.default_layer)))
-    default = next((t for t in table if t["layer"] == vecs.default_layer), None)
-    why = (f"layer {best['layer']}: held-out valence decodability r = {best['decode_valence_r']:.2f} "
-           f"(null 95th pct {best['null_q95']:.2f}) and median split-half reliability {best['split_half']:.2f}")
-    if default and default is not best:
-        why += (f"; the default layer {default['layer']} has r = {default['decode_valence_r']:.2f} (null "
-                f"{default['null_q95']:.2f}) and reliability {default['split_half']:.2f}")
-    return {"recommended": best["layer"], "why": why, "rows": table,
-            "rule": "maximise the mean of (held-out valence r − its shuffled-label null's 95th percentile) and the "
-                    "median split-half reliability; layer 0 excluded; ties go to the default layer"}
 
 
 def run_evidence(artifact: str | Path, vecs: EmotionVectors, lm: LoadedModel | None, layer: int | None = None,
@@ -198,9 +163,6 @@ def run_evidence(artifact: str | Path, vecs: EmotionVectors, lm: LoadedModel | N
         outliers = {"error": str(exc)}
     timing["outliers"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    choice = layer_choice(artifact, vecs, targets, options) if options.layer_perm > 0 else None
-    timing["layer_choice"] = time.perf_counter() - t
 
     judge, _ = judge_ratings()
     result = {
@@ -218,7 +180,7 @@ def run_evidence(artifact: str | Path, vecs: EmotionVectors, lm: LoadedModel | N
                          "warriner_vs_dal": rating_agreement(warriner, dal),
                          "judge_vs_warriner": rating_agreement(judge, warriner),
                          "note": "agreement between independent human norms bounds how well any vector can track them"},
-        "reliability": rel, "outliers": outliers, "layer_choice": choice,
+        "reliability": rel, "outliers": outliers,
     }
     result = finite(result)
     result["timing_s"] = {k: round(v, 2) for k, v in timing.items()}  # type: ignore[index]

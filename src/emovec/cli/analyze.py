@@ -131,8 +131,6 @@ def print_verdicts(ev: dict) -> None:
                       f"{lex['value']:.2f} ({lex['name']})" if lex else "—", r["paper"], r["verdict"])
     out.print(table)
     out.print(f"rule: {ev['verdict_rule']}")
-    if ev.get("layer_choice"):
-        out.print(f"layer choice: {ev['layer_choice']['why']}")
     out.print(f"controls took {ev['timing_s']}")
 
 

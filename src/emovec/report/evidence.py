@@ -63,10 +63,6 @@ def evidence_section(ev: Mapping[str, object]) -> str:
         on, off = out["standardisation"]["on"], out["standardisation"]["off"]  # type: ignore[index]
         parts.append(f"<h3>Outlier dimensions</h3><p>{escape(str(out['rule']))}: {escape(dims)}.</p>" + _table(
             ["number", "standardisation off", "on"], [[k, _n(off[k]), _n(on.get(k))] for k in off]))
-    choice = ev.get("layer_choice")
-    if choice:
-        parts.append(f"<h3>Layer choice</h3><p>Recommended: layer {escape(str(choice['recommended']))}. "  # type: ignore[index]
-                     f"Why: {escape(str(choice['why']))}. Rule: {escape(str(choice['rule']))}.</p>")  # type: ignore[index]
     parts.append(f"<p class='small'>Controls took {escape(str(ev.get('timing_s')))} s.</p>")
     return "\n".join(parts)
 
