@@ -8,7 +8,8 @@ emotion; one forward pass, scored by both vector sets) among all 171 emotions an
 
     PYTHONPATH=src python benchmarks/corpus_v1_v2.py ARTIFACT [--model smollm2-135m] [--permutations 200]
 
-Last line: `corpus-v1-v2: heldout_top1_all=A->B focal_top1=C->D decode_valence_r=E->F pc1_valence_r=G->H`.
+Last line: `corpus-v1-v2: heldout_top1_all=A->B focal_top1=C->D centred_all=… centred_focal=… decode_valence_r=E->F
+pc1_valence_r=G->H`.
 """
 
 from __future__ import annotations
@@ -69,15 +70,19 @@ def main() -> None:
         geometry = {k: summarise(float(numbers["real"][k][0]), numbers["null"][k], numbers["boot"][k])
                     for k in KEYS if k in numbers["real"]}
         units = rebuild(sub, np.arange(n)[None], comps)[0]
-        scores = acts @ units.T
-        every = label_scores(scores, labels, vecs.emotions, 1000, 0)
-        among12 = label_scores(scores[np.ix_(fkeep, fidx)], [labels[i] for i in fkeep], focal, 1000, 0)
-        out[name] = {"stories": int(n), "geometry": geometry,
-                     "heldout_all": {k: every[k] for k in ("n", "top1", "top1_ci", "top3", "median_rank_all")},
-                     "heldout_focal": {k: among12[k] for k in ("n", "top1", "top1_ci", "top3", "chance_top1")}}
-        print(f"{name}: {n} stories; held-out top-1 among {len(vecs.emotions)}: {every['top1']:.3f} {every['top1_ci']} "
-              f"(chance {1 / len(vecs.emotions):.3f}), median rank {every['median_rank_all']:.0f}; among the 12 focal: "
-              f"{among12['top1']:.3f} {among12['top1_ci']} (n={among12['n']}, chance {among12['chance_top1']:.3f})")
+        raw = acts @ units.T
+        out[name] = {"stories": int(n), "geometry": geometry}
+        # headline: cosine as `emovec evaluate` scores it; centred: each emotion's score minus its mean over the
+        # held-out texts (evaluate's `centred`), which removes the per-emotion offset a shared direction adds
+        for scoring, scores in (("", raw), ("_centred", raw - raw.mean(0, keepdims=True))):
+            every = label_scores(scores, labels, vecs.emotions, 1000, 0)
+            among12 = label_scores(scores[np.ix_(fkeep, fidx)], [labels[i] for i in fkeep], focal, 1000, 0)
+            out[name][f"heldout_all{scoring}"] = {k: every[k] for k in ("n", "top1", "top1_ci", "top3", "median_rank_all")}
+            out[name][f"heldout_focal{scoring}"] = {k: among12[k] for k in ("n", "top1", "top1_ci", "top3", "chance_top1")}
+            print(f"{name}{scoring}: {n} stories; held-out top-1 among {len(vecs.emotions)}: {every['top1']:.3f} "
+                  f"{every['top1_ci']} (chance {1 / len(vecs.emotions):.3f}), median rank {every['median_rank_all']:.0f}; "
+                  f"among the 12 focal: {among12['top1']:.3f} {among12['top1_ci']} (n={among12['n']}, chance "
+                  f"{among12['chance_top1']:.3f})")
         for k, g in geometry.items():
             print(f"  {k}: {g['ours']:.3f} CI {g['ci']} null mean {g['null_mean']:.3f} q95 {g['null_q95']:.3f} "
                   f"p={g['p']:.4f} {g['verdict']}")
@@ -85,6 +90,8 @@ def main() -> None:
     a, b = out["v1"], out["v2"]
     print(f"corpus-v1-v2: heldout_top1_all={a['heldout_all']['top1']:.3f}->{b['heldout_all']['top1']:.3f} "
           f"focal_top1={a['heldout_focal']['top1']:.3f}->{b['heldout_focal']['top1']:.3f} "
+          f"centred_all={a['heldout_all_centred']['top1']:.3f}->{b['heldout_all_centred']['top1']:.3f} "
+          f"centred_focal={a['heldout_focal_centred']['top1']:.3f}->{b['heldout_focal_centred']['top1']:.3f} "
           f"decode_valence_r={a['geometry']['decode_valence_r']['ours']:.3f}->{b['geometry']['decode_valence_r']['ours']:.3f} "
           f"pc1_valence_r={a['geometry']['pc1_valence_r']['ours']:.3f}->{b['geometry']['pc1_valence_r']['ours']:.3f}")
 

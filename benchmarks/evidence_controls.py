@@ -17,41 +17,23 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 
-from emovec.analysis.controls import load_story_rows, story_labels
+from emovec.analysis.controls import story_labels
 from emovec.analysis.evidence import EvidenceOptions, run_evidence
 from emovec.concepts import concepts
 from emovec.corpus import load_corpus
 from emovec.evaluate import evaluate
 from emovec.models import load_model
-from emovec.vectors import EmotionVectors, project_out
+from emovec.vectors import EmotionVectors
 
 
-def heldout_split(vecs: EmotionVectors, artifact: str) -> tuple[np.ndarray, list[dict[str, object]]]:
-    """Rows kept for the vectors, and the held-out records: each focal emotion's stories in the built-in
-    corpus's `heldout` split (corpus v2: 2 per emotion, never in the training rows, so every row is kept)."""
-    stories = load_corpus().stories
+def heldout_split(vecs: EmotionVectors, artifact: str) -> list[dict[str, object]]:
+    """The held-out records: each focal emotion's stories in the built-in corpus's `heldout` split (corpus v2:
+    2 per emotion, never among the training stories the artifact was built from)."""
     labels = story_labels(Path(artifact) / "capture" / "stories", vecs)
-    assert [s.emotion for s in stories] == labels, "the artifact was not made from the built-in corpus"
-    held = [{"text": s.text, "label": s.emotion} for s in load_corpus(split="heldout").stories
+    assert [s.emotion for s in load_corpus().stories] == labels, "the artifact was not made from the built-in corpus"
+    return [{"text": s.text, "label": s.emotion} for s in load_corpus(split="heldout").stories
             if s.emotion in concepts().focal]
-    return np.arange(len(stories)), held
-
-
-def without(vecs: EmotionVectors, artifact: str, keep: np.ndarray, n_stories: int) -> EmotionVectors:
-    """The artifact's vectors rebuilt from the kept stories only (all layers)."""
-    raw = np.zeros_like(vecs.raw)
-    for k, layer in enumerate(vecs.layers):
-        rows = load_story_rows(artifact, vecs, layer)
-        assert len(rows.label) == n_stories, "short stories were skipped, so rows are not in corpus order"
-        x, lab = rows.x[keep], rows.label[keep]
-        means = np.stack([x[lab == e].mean(0) for e in range(len(vecs.emotions))])
-        raw[:, k] = means - means.mean(0)
-    den = np.stack([project_out(raw[:, k].astype(np.float64), vecs.components[layer].astype(np.float64))
-                    for k, layer in enumerate(vecs.layers)], 1)
-    return EmotionVectors(vecs.emotions, vecs.layers, raw, den.astype(np.float32), vecs.mean_norm, vecs.components,
-                          vecs.model, vecs.default_layer, dict(vecs.meta))
 
 
 def main() -> None:
@@ -81,9 +63,8 @@ def main() -> None:
         print("outlier dims:", [(d["dim"], len(d["layers"])) for d in out["dimensions"][:6]])
         for k in out["standardisation"]["off"]:
             print(f"standardisation {k}: off {out['standardisation']['off'][k]:.3f} on {out['standardisation']['on'][k]:.3f}")
-    keep, held = heldout_split(vecs, args.artifact)
-    train = without(vecs, args.artifact, keep, len(keep) + len(held))
-    res = evaluate(train, lm, "label", held, [vecs.default_layer], "from:50", n_boot=1000)
+    held = heldout_split(vecs, args.artifact)
+    res = evaluate(vecs, lm, "label", held, [vecs.default_layer], "from:50", n_boot=1000)
     row = res["layers"][0]
     print(f"heldout layer {row['layer']}: top1 {row['top1']:.3f} {row['top1_ci']} top3 {row['top3']:.3f} "
           f"median rank of 171 {row['median_rank_all']} centred top1 {row['centred']['top1']:.3f}; "
