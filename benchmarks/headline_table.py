@@ -29,8 +29,8 @@ ROWS = [
 ]
 
 
-def num(v: object) -> str:
-    return f"{v:.2f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "—" if v is None else str(v)
+def num(v: object, digits: int = 2) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "—" if v is None else str(v)
 
 
 def cell(e: object) -> str:
@@ -42,9 +42,18 @@ def cell(e: object) -> str:
     null = e.get("null")
     if isinstance(null, Mapping):
         if null.get("q95") is not None:
-            parts.append(f"null q95 {num(null['q95'])}, p {num(null.get('p'))}")
+            parts.append(f"null q95 {num(null['q95'])}, p {num(null.get('p'), 3)}")
+        elif null.get("shuffled_elo_q95_abs") is not None:
+            parts.append(f"shuffled-Elo null |r| q95 {num(null['shuffled_elo_q95_abs'])}, p {num(null.get('p'), 3)}")
         elif null.get("chance") is not None:
             parts.append(f"chance {num(null['chance'])}")
+    if e.get("centred_top1") is not None:
+        ci = e.get("centred_top1_ci")
+        parts.append(f"centred {num(e['centred_top1'])}" + (f" [{num(ci[0])}, {num(ci[1])}]" if ci else ""))
+    if e.get("margin") is not None:
+        ci = e.get("margin_ci")
+        parts.append(f"margin {num(e['margin'])}" + (f" [{num(ci[0])}, {num(ci[1])}]" if ci else "")
+                     + f", {e.get('emotions_beating_random')} beat random; recommended {e.get('recommended_variant')}")
     base = e.get("baseline")
     if isinstance(base, Mapping) and base.get("value") is not None:
         parts.append(f"lexical {num(base['value'])}")

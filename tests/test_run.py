@@ -246,4 +246,4 @@ def test_compare_headline_has_every_number_with_its_evidence(setup: Path) -> Non
     script = Path(__file__).parents[1] / "benchmarks" / "headline_table.py"
     md = subprocess.run([sys.executable, str(script), str(setup / "hd.json")], capture_output=True, text=True,
                         check=True).stdout
-    assert "| valence decodability (nested-CV r) | 0.50 [0.40, 0.60]; null q95 0.20, p 0.02; lexical 0.30" in md
+    assert "| valence decodability (nested-CV r) | 0.50 [0.40, 0.60]; null q95 0.20, p 0.020; lexical 0.30" in md

@@ -86,7 +86,8 @@ def _heldout(ev: Mapping | None) -> dict[str, object] | None:
     return _entry(row.get("top1"), row.get("top1_ci"), {"chance": row.get("chance_top1")},
                   {"name": "lexical (input embeddings)", "value": lex.get("top1"), "ci": lex.get("top1_ci")},
                   source="evaluation", layer=row.get("layer"), n=row.get("n"), labels=row.get("labels_present"),
-                  top3=row.get("top3"), top3_ci=row.get("top3_ci"))
+                  top3=row.get("top3"), top3_ci=row.get("top3_ci"), centred_top1=_get(row, "centred", "top1"),
+                  centred_top1_ci=_get(row, "centred", "top1_ci"))
 
 
 def headline(analysis: Mapping | None, evidence: Mapping | None, evaluation: Mapping | None,
