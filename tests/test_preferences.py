@@ -15,6 +15,7 @@ from emovec.errors import ConfigError
 from emovec.models import LoadedModel
 from emovec.preferences import Activity, build_pair_prompts, fit_elo, load_activities, run_preferences, run_tournament
 from emovec.preferences.elo import outcomes
+from emovec.preferences.prompts import opponent_pairs
 from emovec.preferences.engine import SpanSteering, forward_rows, plan_prefixes, steered_token_masks
 from emovec.preferences.tournament import default_threads, intra_op_threads
 from emovec.report.preferences import preferences_section
@@ -162,6 +163,23 @@ def test_resume_after_interruption(tiny_llama: LoadedModel, tmp_path: Path) -> N
         run_tournament(tiny_llama, prompts, batch_size=5, checkpoint=tmp_path / "t.json")
 
 
+def test_opponent_design_is_balanced_seeded_and_recovers_ratings() -> None:
+    n = 64
+    assert opponent_pairs(n, 0) == opponent_pairs(n, 63) == [(i, j) for i in range(n) for j in range(n) if i != j]
+    pairs = opponent_pairs(n, 8, seed=3)
+    assert pairs == opponent_pairs(n, 8, seed=3) != opponent_pairs(n, 8, seed=4)
+    assert len(pairs) == len(set(pairs)) == n * 8 and all(i != j for i, j in pairs)
+    assert set(pairs) == {(j, i) for i, j in pairs}  # every pairing in both A/B orders
+    assert np.bincount([i for i, _ in pairs], minlength=n).tolist() == [8] * n  # each activity: 8 opponents
+    planted = np.random.default_rng(0).normal(1500, 300, n)
+    planted += 1500 - planted.mean()
+    first, second = map(np.array, zip(*pairs))
+    p = 1 / (1 + 10 ** ((planted[second] - planted[first]) / 400))
+    np.testing.assert_allclose(fit_elo(first, second, p, n, prior_draws=0), planted, atol=0.01)  # connected design
+    with pytest.raises(ConfigError, match="opponents"):
+        opponent_pairs(n, -1)
+
+
 def test_whole_experiment_and_report(tiny_llama: LoadedModel, tmp_path: Path) -> None:
     vecs = random_vectors(tiny_llama, ("blissful", "hostile", "calm", "afraid", "happy"))
     result = run_preferences(tiny_llama, vecs, ACTS, layers=[1, 2], steer_count=3, strengths=(0.25, 0.5),
@@ -181,6 +199,9 @@ def test_whole_experiment_and_report(tiny_llama: LoadedModel, tmp_path: Path) ->
     again = run_preferences(tiny_llama, vecs, ACTS, layers=[1, 2], steer_count=3, strengths=(0.25, 0.5),
                             n_boot=20, batch_size=8, work_dir=tmp_path)
     assert again["elo"] == result["elo"] and again["steering"] == result["steering"]
+    fewer = run_preferences(tiny_llama, vecs, ACTS, layers=[1, 2], steer_emotions=[], opponents=2, n_boot=0,
+                            batch_size=8, work_dir=tmp_path)
+    assert fewer["tournament"]["pairs"] == 10 and fewer["tournament"]["opponents_per_activity"] == 2
 
 
 @pytest.mark.integration

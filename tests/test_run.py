@@ -21,7 +21,8 @@ from emovec.errors import ConfigError
 from emovec.report.compare import render_compare
 from emovec.run import load_config, run, stamp_path, timings_path
 from emovec.run.config import default_text, defaults
-from emovec.run.stages import capture_layers
+from emovec.run import fingerprint, hashed_options
+from emovec.run.stages import capture_layers, corpus_of
 from emovec.vectors import EmotionVectors
 from tests.builders import make_llama, write_corpus
 
@@ -77,7 +78,8 @@ def test_print_config_is_the_defaults_and_parses(capsys: pytest.CaptureFixture[s
     assert exc.value.code in (0, None)
     assert tomllib.loads(capsys.readouterr().out) == defaults() == tomllib.loads(default_text())
     demo = load_config(demo=True)
-    assert demo["extract"]["per_emotion"] == 15 and demo["run"]["model"] == "smollm2-135m"
+    assert demo["extract"]["per_emotion"] == 3 and demo["extract"]["neutral_count"] == 60
+    assert demo["preferences"]["opponents"] == 8 and demo["run"]["model"] == "smollm2-135m"
 
 
 @pytest.mark.parametrize("text, words", [
@@ -115,6 +117,18 @@ def test_needed_layers_are_fewer_without_the_sweep() -> None:
     assert kept is not None and 20 in kept and len(kept) < 30 and set(range(10, 20)) <= set(kept)
     c["extract"]["layers"] = "all"
     assert capture_layers(c, 30) is None
+
+
+def test_options_added_later_leave_earlier_fingerprints_alone(setup: Path) -> None:
+    cfg = load_config(write_config(setup, "later", run={"stages": ["extract", "preferences"]}))
+    out = Path(cfg["run"]["out"])
+    before = {stage: fingerprint(cfg, stage, out) for stage in ("extract", "preferences")}
+    old = {**cfg, "preferences": {k: v for k, v in cfg["preferences"].items() if k != "opponents"}}
+    assert fingerprint(old, "preferences", out) == before["preferences"]  # as hashed before the option existed
+    assert "neutral_count" not in hashed_options(cfg, "extract")
+    cfg["extract"]["neutral_count"], cfg["preferences"]["opponents"] = 3, 8
+    assert all(fingerprint(cfg, stage, out) != fp for stage, fp in before.items())
+    assert len(corpus_of(cfg).neutral) == 3
 
 
 def test_run_skips_fresh_stages_and_reruns_what_changed(setup: Path) -> None:

@@ -80,6 +80,20 @@ def answer_token_ids(lm: LoadedModel, prompt: str, frame: str, labels: Sequence[
     return ids[0], ids[1]
 
 
+def opponent_pairs(n: int, opponents: int, seed: int = 0) -> list[tuple[int, int]]:
+    """Ordered pairs where each of `n` activities meets `opponents` others (rounded down to an even number, at
+    least 2), each pairing asked in both A/B orders: a seeded circulant design, so every activity plays equally
+    often. `opponents` = 0 (or ≥ n − 1) means every pair."""
+    if opponents < 0:
+        raise ConfigError(f"opponents = {opponents} must be >= 0 (0: every pair)")
+    if opponents == 0 or opponents >= n - 1:
+        return [(i, j) for i in range(n) for j in range(n) if i != j]
+    order = np.random.default_rng(seed).permutation(n)
+    unordered = {tuple(sorted((int(order[k]), int(order[(k + d) % n])))) for k in range(n)
+                 for d in range(1, max(opponents // 2, 1) + 1)}
+    return sorted([(i, j) for i, j in unordered] + [(j, i) for i, j in unordered])
+
+
 def build_pair_prompts(lm: LoadedModel, activities: Sequence[Activity], frame: str = "chat",
                        template: str = PAIR_TEMPLATE, prefill: str = PREFILL,
                        pairs: Sequence[tuple[int, int]] | None = None) -> PairPrompts:

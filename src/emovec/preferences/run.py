@@ -19,7 +19,7 @@ from emovec.preferences.activities import PAPER_FIELDS, Activity, load_activitie
 from emovec.preferences.elo import bootstrap_elo, category_means, fit_elo, outcomes, rate
 from emovec.preferences.engine import SpanSteering, vectors_fingerprint
 from emovec.preferences.prompts import (FEEL_TEMPLATE, PAIR_TEMPLATE, PREFILL, PairPrompts, build_pair_prompts,
-                                        fill_template, locate_user)
+                                        fill_template, locate_user, opponent_pairs)
 from emovec.preferences.tournament import TournamentProgress, default_threads, intra_op_threads, run_tournament, tournament_identity
 from emovec.prompts import encode_prompt, render_prompt
 from emovec.readout import token_residuals
@@ -177,15 +177,16 @@ def run_preferences(lm: LoadedModel, vecs: EmotionVectors, activities: Sequence[
                     frame: str = "chat", layers: Sequence[int] | None = None,
                     steer_layers: Sequence[int] | None = None, steer_emotions: Sequence[str] | None = None,
                     steer_count: int = 12, strengths: Sequence[float] = (0.5,), hard: bool = False,
-                    split_seed: int = 0, prior_draws: float = 1.0, n_boot: int = 200, batch_size: int = 64,
-                    prefix_cache: bool = True, work_dir: Path | None = None,
+                    opponents: int = 0, split_seed: int = 0, prior_draws: float = 1.0, n_boot: int = 200,
+                    batch_size: int = 64, prefix_cache: bool = True, work_dir: Path | None = None,
                     progress: TournamentProgress | None = None, threads: int | None = None) -> dict[str, object]:
     """The whole experiment (paper §5): tournament, Elo with bootstrap CIs, per-emotion correlations with
     Elo and their relation to valence, and the steered tournaments; a JSON-ready dict.
 
     `steer_emotions`: an explicit list, or None to choose `steer_count` spanning the correlation range
     (blissful and hostile first); an empty list skips steering. Every tournament checkpoints in `work_dir`.
-    `threads`: CPU threads for the forward passes (default: `default_threads`).
+    `threads`: CPU threads for the forward passes (default: `default_threads`). `opponents` > 0 asks each
+    activity against that many others (both orders, seeded by `split_seed`) instead of every pair.
     """
     vecs.check_compatible(lm)
     acts = list(activities) if activities is not None else load_activities()
@@ -197,7 +198,7 @@ def run_preferences(lm: LoadedModel, vecs: EmotionVectors, activities: Sequence[
         for e in steer_emotions:
             vecs.emotion_pos(e)
     strengths = [float(s) for s in strengths]
-    prompts = build_pair_prompts(lm, acts, frame)
+    prompts = build_pair_prompts(lm, acts, frame, pairs=opponent_pairs(n, opponents, split_seed))
 
     def checkpoint(label: str, steering: SpanSteering | None) -> Path | None:
         return _checkpoint_path(work_dir, label, tournament_identity(lm, prompts, steering, batch_size, prefix_cache, "right"))
@@ -223,6 +224,7 @@ def run_preferences(lm: LoadedModel, vecs: EmotionVectors, activities: Sequence[
         "vectors": vectors_fingerprint(vecs),
         "activities": [{"name": a.name, "category": a.category, **(dict(a.paper) if a.paper else {})} for a in acts],
         "tournament": {"template": PAIR_TEMPLATE, "prefill": PREFILL, "frame": frame, "pairs": len(prompts),
+                       "opponents_per_activity": len(prompts) // n,
                        "answer_tokens": {"A": prompts.answer_ids[0], "B": prompts.answer_ids[1]},
                        "seconds": round(base.seconds, 2), "pairs_per_s": round(len(prompts) / max(base.seconds, 1e-9), 1),
                        "prefix_cache": prefix_cache, "batch_size": batch_size, "threads": threads,

@@ -49,6 +49,7 @@ CAPTURE_NEUTRAL = ("controls", "evaluate")
 # Options added after fingerprints were first stored: hashed only when set (a file: by its contents), so adding
 # them keeps earlier runs' results fresh.
 LATER_FILES = {"preferences": ("activities",)}
+LATER_OPTIONS = {"extract": {"neutral_count": 0}, "preferences": {"opponents": 0}}  # name: the default it left out
 
 StageFn = Callable[[Path, Config], list[str]]
 Notify = Callable[[str, str], None]  # (stage, "fresh" | "running" | "done")
@@ -72,12 +73,15 @@ def model_identity(config: Config) -> str:
     return ALIASES[name].sha256 if name in ALIASES else name
 
 
-def _options(config: Config, section: str) -> dict[str, Any]:
+def hashed_options(config: Config, section: str) -> dict[str, Any]:
     values = dict(config[section])
     for key in LATER_FILES.get(section, ()):
         path = values.pop(key)
         if path:
             values[key] = sha256_file(Path(path))
+    for key, unset in LATER_OPTIONS.get(section, {}).items():
+        if values.get(key) == unset:
+            values.pop(key)
     return values
 
 
@@ -85,7 +89,7 @@ def fingerprint(config: Config, stage: str, out: Path) -> str:
     """What the stage's result depends on, hashed."""
     spec = STAGE_NAMES[stage]
     ident: dict[str, Any] = {"stage": stage, "model": model_identity(config), "dtype": config["run"]["dtype"],
-                             "options": {s: _options(config, s) for s in spec.options}}
+                             "options": {s: hashed_options(config, s) for s in spec.options}}
     if stage == "extract":  # the layers kept depend on what the later stages read
         ident |= {"corpus": corpus_identity(config),
                   "stages": sorted(s for s in config["run"]["stages"] if s not in CAPTURE_NEUTRAL),

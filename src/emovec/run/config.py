@@ -81,6 +81,7 @@ def _check_values(c: dict[str, dict[str, Any]], where: str, stages: Collection[s
             raise ConfigError(f"{where}: run.stages has unknown stage {stage!r}{_closest(stage, list(stages))}")
     checks = [("extract.denoise", 0 <= c["extract"]["denoise"] < 1, "in [0, 1)"),
               ("extract.per_emotion", c["extract"]["per_emotion"] >= 0, ">= 0"),
+              ("extract.neutral_count", c["extract"]["neutral_count"] >= 0, ">= 0 (0: all)"),
               ("extract.offset", c["extract"]["offset"] >= 1, ">= 1"),
               ("extract.batch_size", c["extract"]["batch_size"] >= 1, ">= 1"),
               ("extract.short_policy", c["extract"]["short_policy"] in ("skip", "whole"), "skip or whole"),
@@ -88,6 +89,7 @@ def _check_values(c: dict[str, dict[str, Any]], where: str, stages: Collection[s
               ("evaluate.bootstrap", c["evaluate"]["bootstrap"] >= 0, ">= 0"),
               ("validate_steering.strength", c["validate_steering"]["strength"] > 0, "> 0"),
               ("preferences.steer_count", c["preferences"]["steer_count"] >= 0, ">= 0"),
+              ("preferences.opponents", c["preferences"]["opponents"] >= 0, ">= 0 (0: every pair)"),
               ("preferences.bootstrap", c["preferences"]["bootstrap"] >= 0, ">= 0"),
               ("preferences.batch_size", c["preferences"]["batch_size"] >= 0, ">= 0 (0: as many as fit)"),
               ("behaviour.samples", c["behaviour"]["samples"] >= 1, ">= 1")]

@@ -72,7 +72,7 @@ def capture_layers(config: Config, num_layers: int) -> list[int] | None:
 def corpus_of(config: Config) -> Corpus:
     c = config["extract"]
     return load_corpus(c["stories"] or None, c["neutral"] or None, c["emotions"] or None).subset(
-        per_emotion=c["per_emotion"] or None)
+        per_emotion=c["per_emotion"] or None, neutral=c["neutral_count"] or None)
 
 
 def extract(ctx: Context) -> list[str]:
@@ -180,7 +180,7 @@ def preferences(ctx: Context) -> list[str]:
     layers = [layer for layer in middle_layers(lm.spec.num_layers) if layer in vecs.layers] or None
     activities = load_activities(c["activities"]) if c["activities"] else None
     result = run_preferences(lm, vecs, activities, frame=c["frame"], layers=layers, steer_count=c["steer_count"],
-                             strengths=c["strengths"], hard=c["hard"], n_boot=c["bootstrap"],
+                             strengths=c["strengths"], hard=c["hard"], opponents=c["opponents"], n_boot=c["bootstrap"],
                              batch_size=c["batch_size"], work_dir=results_dir(ctx.out) / "preferences-work")
     return [str(save_result(ctx.out, PREFERENCES, result))]
 
