@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from builtin_corpus import training_stories
 
 from emovec.analysis.controls import StoryRows, load_story_rows
 from emovec.analysis.reliability import reliability
 from emovec.artifact import results_dir, write_json_atomic
-from emovec.corpus import load_corpus
 from emovec.vectors import EmotionVectors
 
 
@@ -30,8 +30,7 @@ def main() -> None:
     layer = vecs.default_layer
     results_dir(args.artifact).mkdir(exist_ok=True)
     rows = load_story_rows(args.artifact, vecs, layer)
-    stories = load_corpus(emotions=vecs.emotions).stories
-    assert len(stories) == len(rows.x), "the artifact was not extracted from the built-in training corpus"
+    stories = training_stories(args.artifact, vecs)
     v1 = np.array([s.source == "emovec-builtin/1" for s in stories])
     components = vecs.components[layer]
     out = {}

@@ -17,17 +17,25 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from builtin_corpus import training_stories
 
-from emovec.analysis.controls import StoryRows, bootstrap_orders, load_story_rows, permutation_orders, rebuild, summarise
+from emovec.analysis.controls import (
+    StoryRows,
+    bootstrap_orders,
+    load_story_rows,
+    permutation_orders,
+    rebuild,
+    summarise,
+)
 from emovec.analysis.decode import geometry_numbers, unit_rows
 from emovec.analysis.evidence import rating_targets
 from emovec.artifact import results_dir, write_json_atomic
 from emovec.concepts import concepts
 from emovec.corpus import load_corpus
 from emovec.evaluate import label_scores
-from emovec.readout import pooled_residuals
 from emovec.models import load_model
 from emovec.ratings import dal_norms, human_norms
+from emovec.readout import pooled_residuals
 from emovec.vectors import EmotionVectors
 
 KEYS = ("pc1_valence_r", "best5_valence_r", "decode_valence_r", "pc2_arousal_r", "decode_arousal_r", "cluster_ari")
@@ -42,8 +50,7 @@ def main() -> None:
     vecs = EmotionVectors.load(args.artifact)
     layer = vecs.default_layer
     rows = load_story_rows(args.artifact, vecs, layer)
-    stories = load_corpus(emotions=vecs.emotions).stories
-    assert len(stories) == len(rows.x), "the artifact was not extracted from the built-in training corpus"
+    stories = training_stories(args.artifact, vecs)
     v1 = np.array([s.source == "emovec-builtin/1" for s in stories])
     comps = vecs.components[layer].astype(np.float64)
     warriner, _ = human_norms(vecs.emotions)

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
+from builtin_corpus import training_stories
 
-from emovec.analysis.controls import story_labels
 from emovec.analysis.evidence import EvidenceOptions, run_evidence
 from emovec.concepts import concepts
 from emovec.corpus import load_corpus
@@ -30,8 +29,7 @@ from emovec.vectors import EmotionVectors
 def heldout_split(vecs: EmotionVectors, artifact: str) -> list[dict[str, object]]:
     """The held-out records: each focal emotion's stories in the built-in corpus's `heldout` split (corpus v2:
     2 per emotion, never among the training stories the artifact was built from)."""
-    labels = story_labels(Path(artifact) / "capture" / "stories", vecs)
-    assert [s.emotion for s in load_corpus().stories] == labels, "the artifact was not made from the built-in corpus"
+    training_stories(artifact, vecs)
     return [{"text": s.text, "label": s.emotion} for s in load_corpus(split="heldout").stories
             if s.emotion in concepts().focal]
 

@@ -34,7 +34,7 @@ from emovec.artifact import results_dir, save_result
 from emovec.concepts import concepts
 from emovec.corpus import load_corpus
 from emovec.evaluate import RESULT_NAME as EVALUATION
-from emovec.evaluate import builtin_heldout, evaluate
+from emovec.evaluate import evaluate, heldout_records
 from emovec.models import load_model, parse_layer_spec
 from emovec.preferences import RESULT_NAME as PREFERENCES
 from emovec.preferences import run_preferences
@@ -87,7 +87,7 @@ def by_hand(config: Config, out: Path) -> float:
     save_result(out, EVIDENCE, run_evidence(out, vecs, lm, analysis["layer"], EvidenceOptions(  # type: ignore[arg-type]
         n_perm=n, n_boot=n, seed=a["seed"], standardise=config["controls"]["standardise"])))
     e = config["evaluate"]
-    records = builtin_heldout(vecs.emotions)
+    records = heldout_records(vecs.emotions)
     result = evaluate(vecs, lm, "label", records, list(vecs.layers), e["position"], e["bootstrap"], e["seed"],
                       "built-in held-out stories")
     focal = [x for x in records if x["label"] in set(concepts().focal)]

@@ -22,7 +22,7 @@ FOCAL = tuple(concepts().focal)
 
 
 @pytest.mark.parametrize("lines, message", [
-    (['{"text": "a", "label": "happy"}', "{not json"], ":2: not valid JSON"),
+    (['{"text": "a", "label": "happy"}', "{not json"], ":2: invalid JSON"),
     (['{"label": "happy"}'], ":1: field 'text' missing"),
     (['{"text": "", "label": "happy"}'], ":1: field 'text' must be non-empty"),
     (['{"text": "a", "label": "hapy"}'], ":1: field 'label': unknown emotion 'hapy' (did you mean: happy"),

@@ -95,28 +95,39 @@ def builtin_dir() -> Path:
     return Path(str(resources.files("emovec.data").joinpath("corpus")))
 
 
-def _records(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> Iterable[tuple[int, dict[str, str]]]:
-    """Yield (line number, record) for each non-blank line, validating JSON shape and string fields; a record
-    without `id` gets `FILE:LINE`."""
+def read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; an unreadable file, a line that is not
+    JSON or not a JSON object raises `CorpusError` naming `FILE[:LINE]` (one wording for every JSONL input)."""
     try:
-        lines = path.read_text("utf-8").splitlines()
+        lines = Path(path).read_text("utf-8").splitlines()
     except FileNotFoundError:
         raise CorpusError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise CorpusError(f"{path}: is a directory, not a JSONL file") from None
     except UnicodeDecodeError as exc:
         raise CorpusError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    allowed = (*required, *optional)
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read ({exc.strerror})") from None
+    out = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        where = f"{path}:{number}"
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            raise CorpusError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(rec, dict):
-            raise CorpusError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+            raise CorpusError(f"{path}:{number}: expected a JSON object, got {type(rec).__name__}")
+        out.append((number, rec))
+    return out
+
+
+def _records(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> Iterable[tuple[int, dict[str, str]]]:
+    """Yield (line number, record) for each non-blank line, validating fields as strings; a record without
+    `id` gets `FILE:LINE`."""
+    allowed = (*required, *optional)
+    for number, rec in read_jsonl(path):
+        where = f"{path}:{number}"
         for name in required:
             if name not in rec:
                 raise CorpusError(f"{where}: missing field '{name}' (a record needs: {', '.join(required)})")

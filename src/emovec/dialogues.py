@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from emovec.concepts import concepts, unknown_emotion_message
+from emovec.corpus import read_jsonl
 from emovec.errors import CorpusError
 
 DEFLECTION_TARGETS = ("happy", "inspired", "loving", "proud", "calm", "desperate", "angry", "guilty", "sad",
@@ -89,27 +90,6 @@ def turn_spans(text: str, names: Sequence[str]) -> dict[str, list[Span]]:
     return out
 
 
-def _lines(path: Path) -> list[tuple[int, dict]]:
-    try:
-        raw = path.read_text("utf-8").splitlines()
-    except FileNotFoundError:
-        raise CorpusError(f"{path}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise CorpusError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    out = []
-    for number, line in enumerate(raw, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CorpusError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(rec, dict):
-            raise CorpusError(f"{path}:{number}: expected a JSON object, got {type(rec).__name__}")
-        out.append((number, rec))
-    return out
-
-
 def _fields(where: str, rec: dict, required: tuple[str, ...], nullable: tuple[str, ...] = ()) -> None:
     for name in required:
         if name not in rec:
@@ -135,7 +115,7 @@ def load_two_speaker(paths: Sequence[str | Path] | None = None) -> tuple[TwoSpea
     seen: dict[str, str] = {}
     out = []
     for path in map(Path, paths or [builtin_speakers_dir() / "two_speaker.jsonl"]):
-        for number, rec in _lines(path):
+        for number, rec in read_jsonl(path):
             where = f"{path}:{number}"
             _fields(where, rec, DIALOGUE_FIELDS)
             _emotion(where, rec["person_emotion"], valid)
@@ -158,7 +138,7 @@ def load_deflection(paths: Sequence[str | Path] | None = None) -> tuple[Deflecti
     seen: dict[str, str] = {}
     out = []
     for path in map(Path, paths or [builtin_speakers_dir() / "deflection.jsonl"]):
-        for number, rec in _lines(path):
+        for number, rec in read_jsonl(path):
             where = f"{path}:{number}"
             _fields(where, rec, DEFLECTION_FIELDS, nullable=("other",))
             if rec["condition"] not in CONDITIONS:

@@ -14,7 +14,6 @@ embedding against the emotion words' input embeddings the same way (no forward p
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from emovec.analysis.decode import unit_rows
 from emovec.analysis.lexical import embedding_vectors, input_embeddings
 from emovec.artifact import finite
 from emovec.concepts import unknown_emotion_message
-from emovec.corpus import load_corpus
+from emovec.corpus import load_corpus, read_jsonl
 from emovec.errors import ConfigError, CorpusError
 from emovec.models import LoadedModel
 from emovec.ratings import human_norms
@@ -53,21 +52,9 @@ def _valence_value(value: object, where: str) -> float:
 def read_records(path: str | Path, emotions: Sequence[str]) -> tuple[str, list[dict[str, object]]]:
     """(kind, records) from a JSONL file: kind `label` or `valence`; a bad record raises `file:line: ...`."""
     path = Path(path)
-    try:
-        lines = path.read_text("utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})", param="data") from None
     kind, first, out = None, 0, []
-    for n, line in enumerate(lines, 1):
+    for n, rec in read_jsonl(path):
         where = f"{path}:{n}"
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CorpusError(f"{where}: not valid JSON ({exc.msg})") from None
-        if not isinstance(rec, dict):
-            raise CorpusError(f"{where}: expected a JSON object with 'text' and 'label' or 'valence'")
         text = rec.get("text")
         if not isinstance(text, str) or not text.strip():
             raise CorpusError(f"{where}: field 'text' " + ("missing" if "text" not in rec else "must be non-empty text"))
@@ -90,12 +77,17 @@ def read_records(path: str | Path, emotions: Sequence[str]) -> tuple[str, list[d
     return kind, out
 
 
-def builtin_heldout(emotions: Sequence[str]) -> list[dict[str, object]]:
-    """The built-in corpus's held-out stories (`split: heldout`) as label records."""
-    stories = load_corpus(split=BUILTIN).stories
-    out = [{"text": s.text, "label": s.emotion} for s in stories if s.emotion in set(emotions)]
-    if not out:
-        raise ConfigError("the built-in corpus has no held-out stories for these emotions", param="data")
+def heldout_records(emotions: Sequence[str], stories: Sequence[str | Path] = (),
+                    param: str = "data") -> list[dict[str, object]]:
+    """The `split: heldout` stories of a corpus (`stories` files or directories; none = the built-in corpus)
+    as label records for `emotions`: the in-house test set, never used to build vectors."""
+    wanted = set(emotions)
+    found = load_corpus(list(stories) or None, None, None, split=BUILTIN).stories
+    out: list[dict[str, object]] = [{"text": s.text, "label": s.emotion} for s in found if s.emotion in wanted]
+    if len({r["label"] for r in out}) < 2:
+        where = ", ".join(map(str, stories)) or "the built-in corpus"
+        raise ConfigError(f"{where}: held-out stories for fewer than 2 of the vectors' emotions; mark some "
+                          '`"split": "heldout"`', param=param)
     return out
 
 

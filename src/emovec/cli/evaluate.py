@@ -13,7 +13,7 @@ from emovec.artifact import check_output_dir, check_output_file, locked, results
 from emovec.cli.common import (AllowHubOpt, BoundModelOpt, DeviceOpt, DtypeOpt, JsonOpt, artifact_layers, bind_model,
                                load_vectors, out, preflight)
 from emovec.errors import ConfigError
-from emovec.evaluate import BUILTIN, RESULT_NAME, builtin_heldout, evaluate, read_records
+from emovec.evaluate import BUILTIN, RESULT_NAME, evaluate, heldout_records, read_records
 from emovec.readout import parse_position
 
 
@@ -44,7 +44,7 @@ def evaluate_command(
     vecs = load_vectors(artifact)
     chosen = artifact_layers(vecs, layers)
     if data == BUILTIN:
-        kind, records, source = "label", builtin_heldout(vecs.emotions), "built-in held-out stories"
+        kind, records, source = "label", heldout_records(vecs.emotions), "built-in held-out stories"
     else:
         path = Path(data)
         if not path.is_file():

@@ -8,7 +8,7 @@ vectors' checksum or, for extraction, the model and corpus).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from emovec.concepts import concepts
 from emovec.corpus import Corpus, load_corpus
 from emovec.errors import ConfigError
 from emovec.evaluate import RESULT_NAME as EVALUATION
-from emovec.evaluate import builtin_heldout
+from emovec.evaluate import heldout_records
 from emovec.evaluate import evaluate as run_evaluate
 from emovec.models import LoadedModel, parse_layer_spec
 from emovec.preferences import RESULT_NAME as PREFERENCES
@@ -134,29 +134,15 @@ def evaluate_layers(spec: str, vecs: EmotionVectors) -> list[int]:
     return chosen
 
 
-def heldout_records(config: Config, emotions: Sequence[str]) -> tuple[list[dict[str, object]], str]:
-    """The held-out stories of the corpus the vectors came from: the built-in split, or the `split: heldout`
-    records of the user's `extract.stories` (never stories of another corpus)."""
-    paths = config["extract"]["stories"]
-    if not paths:
-        return builtin_heldout(emotions), "built-in held-out stories"
-    wanted = set(emotions)
-    records = [{"text": s.text, "label": s.emotion}
-               for s in load_corpus(paths, None, None, split="heldout").stories if s.emotion in wanted]
-    if len({r["label"] for r in records}) < 2:
-        raise ConfigError("evaluate: the stories in extract.stories have held-out records for fewer than 2 of the "
-                          "artifact's emotions; mark some `\"split\": \"heldout\"` or drop \"evaluate\" from "
-                          "run.stages", param="extract.stories")
-    return records, "held-out stories of extract.stories"
-
-
 def evaluate(ctx: Context) -> list[str]:
     """`emovec evaluate ARTIFACT --data heldout` (every emotion's held-out stories, top-1/3 among all of them),
     plus the same on the 12 focal emotions' held-out stories alone (top-1/3 among those 12), as `focal`."""
     c = ctx.config["evaluate"]
     vecs, lm = ctx.vectors(), ctx.load()
     layers = evaluate_layers(c["layers"], vecs)
-    records, source = heldout_records(ctx.config, vecs.emotions)
+    stories = ctx.config["extract"]["stories"]
+    records = heldout_records(vecs.emotions, stories, "extract.stories")
+    source = "held-out stories of extract.stories" if stories else "built-in held-out stories"
     ctx.log(f"evaluate: {len(records)} held-out stories, {len(layers)} layer(s), pooling {c['position']}")
     result = run_evaluate(vecs, lm, "label", records, layers, c["position"], c["bootstrap"], c["seed"], source)
     focal = set(concepts().focal)
