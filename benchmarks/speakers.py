@@ -49,6 +49,10 @@ def main() -> None:
     for name, c in spk["controls"].items():
         print(f"control {name}: families {c['families']}; story_vs_present {c['story_vs_present']:.3f} "
               f"story_vs_other {c['story_vs_other']:.3f}")
+    ha = spk["story_ha"]
+    print(f"control story_ha: raw_vs_framed {ha['raw_vs_framed']:.3f} (null p95 {ha['null_shuffled']['p95']:.3f}) "
+          f"structure {ha['raw_vs_framed_structure']:.3f} raw_vs_artifact {ha['raw_vs_artifact']:.3f} "
+          f"framed_vs_artifact {ha['framed_vs_artifact']:.3f} ({ha['stories']} stories)")
     dfl = deflection_analysis(lm, vecs, load_deflection())
     save_result(args.artifact, "deflection", dfl)
     print(f"deflection: {time.time() - t1:.0f}s; vs_story diag {dfl['vs_story']['diagonal_mean']:.3f} "

@@ -12,7 +12,7 @@ import torch
 from emovec.errors import ConfigError, IncompatibleModelError
 from emovec.models import LoadedModel
 from emovec.monitor import (check_messages, heat_scale, load_messages, monitor, monitor_generation, normalise,
-                            smooth_scores, transcript_from_chat, transcript_from_text)
+                            reference_stats, smooth_scores, transcript_from_chat, transcript_from_text)
 from emovec.report.monitor import render_monitor
 from emovec.sampling import Sampling
 from tests.builders import make_gpt2, random_vectors
@@ -55,6 +55,21 @@ def test_scores_equal_a_direct_computation(tiny_llama: LoadedModel) -> None:
         np.testing.assert_allclose(result.scores[:, k], direct, atol=1e-5)
     assert result.scores.shape == (len(tr.token_ids), 2, 3)
     assert "".join(tr.pieces) == "<s>She opened the letter and smiled."
+
+
+def test_reference_stats_batched_equal_one_document_at_a_time(tiny_llama: LoadedModel) -> None:
+    vecs = random_vectors(tiny_llama)
+    texts = ["A short one.", "The meeting moved to Thursday at ten, in the room on the second floor.", "Fine.",
+             "Please send the report, the slides and the budget sheet before lunch tomorrow."]
+    docs = [transcript_from_text(tiny_llama, t).token_ids for t in texts]
+    stats = reference_stats(tiny_llama, vecs, docs, [2, 0], batch_size=3)  # padding inside a batch
+    for k, layer in enumerate([0, 2]):
+        rows = np.concatenate([monitor(tiny_llama, vecs, transcript_from_text(tiny_llama, t), [0, 2]).scores[1:, k]
+                               for t in texts]).astype(np.float64)  # position 0 (the sink) left out
+        mean, std, count = stats[layer]
+        assert count == len(rows) == sum(len(d) - 1 for d in docs)
+        np.testing.assert_allclose(mean, rows.mean(0), atol=1e-5)
+        np.testing.assert_allclose(std, rows.std(0), atol=1e-5)
 
 
 def test_smoothing_is_a_trailing_mean() -> None:

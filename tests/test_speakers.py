@@ -126,6 +126,8 @@ def test_speaker_probes_and_deflection_run_on_a_tiny_model(tiny_llama, single_th
     result = speaker_probes(tiny_llama, vecs, chosen, layer=2, permutations=2)
     assert set(result["families"]) == {"within_present", "within_other", "present_vs_other"}
     assert set(result["controls"]) == {"person1_person2", "assistant_story"}
+    ha = result["story_ha"]
+    assert ha["stories"] >= 3 * 2 and ha["frame"].startswith("Human:") and -1 <= ha["raw_vs_framed"] <= 1
     assert result["controls"]["assistant_story"]["example"].startswith("Human: Write")
     json.dumps(result)
     assert "<table>" in speakers_section(result) and "<script" not in speakers_section(result)

@@ -59,6 +59,7 @@ def test_speakers_and_steer_write_json(setup: dict[str, str], capsys, monkeypatc
     assert "present_vs_other" in out and "control person1_person2" in out and "control assistant_story" in out
     result = json.loads(out_json.read_text())
     assert result["layer"] == 2 and set(result["controls"]) == {"person1_person2", "assistant_story"}
+    assert "story_ha" in result
     assert Path(setup["art"], "results", "speakers.json").is_file()
     steer_json = Path(setup["dir"], "steer.json")
     code, out, err = run(capsys, monkeypatch, "speakers-steer", setup["art"], "--model", setup["model"], "--dialogues",

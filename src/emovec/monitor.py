@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from emovec.errors import ConfigError
-from emovec.hooks import Batch, forward_layers, hooked, residual_of
+from emovec.hooks import Batch, forward_layers, hooked, length_sorted_batches, residual_of
 from emovec.models import LoadedModel
 from emovec.prompts import has_chat_template, render_chat
 from emovec.sampling import Sampling, sample
@@ -134,6 +134,35 @@ def score_tokens(lm: LoadedModel, vecs: EmotionVectors, token_ids: Sequence[int]
     seen: dict[int, torch.Tensor] = {}
     forward_layers(lm, batch, layers, lambda layer, h: seen.__setitem__(layer, scorer(h[0], layer)))
     return torch.stack([seen[layer] for layer in layers], 1).cpu().numpy()
+
+
+def reference_stats(lm: LoadedModel, vecs: EmotionVectors, token_lists: Sequence[Sequence[int]],
+                    layers: Sequence[int], batch_size: int = 8) -> dict[int, tuple[np.ndarray, np.ndarray, int]]:
+    """Per layer: mean and std [emotions] of every token's score over reference documents, and the token count.
+
+    The z-score baseline for readouts (paper §6.1, §8.3: raw assistant-turn cosines carry a constant offset).
+    Position 0, the attention sink, is left out; documents run in length-sorted batches with padding masked,
+    and the moments are streamed in float64, so no document's scores are kept.
+    """
+    chosen = sorted(set(layers))
+    scorer = EmotionScorer(vecs, chosen, lm.device)
+    sums = {layer: np.zeros((2, len(vecs.emotions))) for layer in chosen}
+    count = 0
+    for batch in length_sorted_batches(token_lists, batch_size, lm.pad_id):
+        width = batch.input_ids.shape[1]
+        keep = (torch.arange(width)[None, :] < batch.lengths[:, None]) & (torch.arange(width)[None, :] >= 1)
+        count += int(keep.sum())
+
+        def add(layer: int, h: torch.Tensor, keep: torch.Tensor = keep) -> None:
+            picked = scorer(h, layer)[keep.to(h.device)].double().cpu().numpy()
+            sums[layer] += np.stack([picked.sum(0), (picked ** 2).sum(0)])
+
+        forward_layers(lm, batch, chosen, add)
+    out = {}
+    for layer, (s1, s2) in sums.items():
+        mean = s1 / max(count, 1)
+        out[layer] = (mean, np.sqrt(np.maximum(s2 / max(count, 1) - mean ** 2, 0.0)), count)
+    return out
 
 
 def smooth_scores(scores: np.ndarray, window: int) -> np.ndarray:

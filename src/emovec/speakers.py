@@ -19,6 +19,7 @@ from itertools import combinations
 
 import numpy as np
 
+from emovec.corpus import Story, load_corpus
 from emovec.dialogues import AI, PERSON, Span, TwoSpeakerDialogue, turn_spans
 from emovec.errors import ConfigError
 from emovec.models import LoadedModel
@@ -59,7 +60,8 @@ FRAMINGS = {
     "person1_person2": ("Person 1", "Person 2"),
     "assistant_story": ("Person 1", "Person 2"),
 }
-CONTROLS = ("person1_person2", "assistant_story")
+CONTROLS = ("person1_person2", "assistant_story", "story_ha")
+STORY_HA_FRAME = "Human: Tell me a short story.\n\nAssistant: "
 STORY_FRAME = "Human: Write a short dialogue between two people.\n\nAssistant: Here is the dialogue.\n\n"
 
 
@@ -216,11 +218,47 @@ def nearest(v: np.ndarray, m: np.ndarray, names: Sequence[str], k: int) -> list[
     return [[names[i], round(float(sims[i]), 4)] for i in np.argsort(-sims)[:k]]
 
 
+def story_ha(lm: LoadedModel, vecs: EmotionVectors, stories: Sequence[Story], layer: int, offset: int = 50,
+             permutations: int = 100, seed: int = 0, batch_size: int = 8) -> dict[str, object]:
+    """The paper's 'Story (H/A)' control: the same stories read raw and framed as the Assistant's reply to a
+    request for a story (`STORY_HA_FRAME`), each averaged over the story's tokens from its `offset`-th on;
+    vectors as for the artifact (difference of means, its neutral components out). Compared: raw vs framed
+    (per-emotion cosine and structure) with a shuffled-label null, and each against the artifact's vectors."""
+    texts, groups = [], []
+    for st in stories:
+        offsets = lm.tokenizer(st.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        start = offsets[offset][0] if len(offsets) > offset else 0
+        for prefix in ("", STORY_HA_FRAME):
+            texts.append(prefix + st.text)
+            groups.append([[(len(prefix) + start, len(prefix) + len(st.text))]])
+    means = span_means(lm, texts, groups, [layer], batch_size)[:, 0]  # [2 × stories, 1, hidden]
+    raw_means, framed_means = means[0::2], means[1::2]
+    labels = [st.emotion for st in stories]
+    emotions = [e for e in vecs.emotions if e in set(labels)]
+    if len(emotions) < 3:
+        raise ConfigError("the Story (H/A) control needs stories of at least 3 of the vectors' emotions", param="stories")
+
+    def vectors(doc: np.ndarray, labs: Sequence[str]) -> np.ndarray:
+        return denoise(grouped_vectors(doc, labs, emotions), vecs, [layer])[:, 0]
+
+    raw, framed_v = vectors(raw_means, labels), vectors(framed_means, labels)
+    artifact = vecs.matrix(layer, unit=False)[[vecs.emotion_pos(e) for e in emotions]]
+    rng = np.random.default_rng(seed)
+    null = [diagonal_cosine(raw, vectors(framed_means, list(rng.permutation(labels)))) for _ in range(permutations)]
+    return {"layer": layer, "stories": len(stories), "emotions": len(emotions), "offset": offset,
+            "frame": STORY_HA_FRAME, "raw_vs_framed": diagonal_cosine(raw, framed_v),
+            "raw_vs_framed_structure": structure_match(raw, framed_v),
+            "raw_vs_artifact": diagonal_cosine(raw, artifact), "framed_vs_artifact": diagonal_cosine(framed_v, artifact),
+            "null_shuffled": {"mean": float(np.mean(null)), "p95": float(np.percentile(null, 95)), "n": permutations},
+            "paper": "highly similar to the original story probes (no number given)"}
+
+
 def speaker_probes(lm: LoadedModel, vecs: EmotionVectors, dialogues: Sequence[TwoSpeakerDialogue],
                    layer: int | None = None, permutations: int = 20, seed: int = 0, batch_size: int = 8,
-                   controls: Sequence[str] = CONTROLS) -> dict[str, object]:
+                   controls: Sequence[str] = CONTROLS, story_per_emotion: int = 4) -> dict[str, object]:
     """Read the dialogues, build the 2×2 grid and compare it (`speaker_analysis`); then the same at `layer` for
-    each control framing (both speakers named as people; side H = Person 1, A = Person 2)."""
+    each control framing (both speakers named as people; side H = Person 1, A = Person 2), and `story_ha` on the
+    first `story_per_emotion` built-in training stories of each emotion."""
     vecs.check_compatible(lm)
     layer = vecs.default_layer if layer is None else layer
     vecs.layer_pos(layer)
@@ -231,15 +269,16 @@ def speaker_probes(lm: LoadedModel, vecs: EmotionVectors, dialogues: Sequence[Tw
     means = dialogue_means(lm, dialogues, vecs.layers, batch_size)
     result = speaker_analysis(means, person, ai, vecs, vecs.layers, layer, permutations, seed)
     result["controls"] = {}
-    for c in controls:
+    for c in (c for c in controls if c != "story_ha"):
         got = speaker_analysis(dialogue_means(lm, dialogues, [layer], batch_size, c), person, ai, vecs, [layer],
                                layer, permutations, seed)
         result["controls"][c] = {"sides": {"H": FRAMINGS[c][0], "A": FRAMINGS[c][1]},  # type: ignore[index]
                                  "example": framed(dialogues[0], c)[:240],
                                  **{k: got[k] for k in ("families", "null_shuffled", "story_vs_present",
                                                         "story_vs_other", "structure_match", "story_vs_cell")}}
-    result["not_built"] = {"story_ha": "the paper's 'Story (H/A)' control (the emotion stories framed as an "
-                           "Assistant story) needs the story corpus re-read under that frame; not built here"}
+    if "story_ha" in controls:
+        stories = load_corpus(emotions=vecs.emotions).subset(per_emotion=story_per_emotion).stories
+        result["story_ha"] = story_ha(lm, vecs, stories, layer, seed=seed, batch_size=batch_size)
     result["relabelled"] = {PERSON: "Human", AI: "Assistant"}
     result["sources"] = sorted({d.source for d in dialogues})
     return result

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from emovec.behaviour import engine
+from emovec.monitor import reference_stats
 
 FORMAT = "emovec.behaviour-reference/1"
 
@@ -47,18 +48,10 @@ def build_reference(lm: engine.LoadedModel, vecs: engine.EmotionVectors, emotion
                 and data["transcripts"] == transcripts:
             return Reference(list(emotions), layer, np.array(data["mean"]), np.array(data["std"]),
                              data["transcripts"], data["tokens"])
-    scorer = engine.make_scorer(lm, vecs, layer)
-    count, s1, s2 = 0, np.zeros(len(emotions)), np.zeros(len(emotions))
     convs = engine.neutral_conversations(transcripts)
-    for conv in convs:
-        ids = engine.encode_chat(lm, conv)[:1024]
-        sc = engine.token_scores(lm, vecs, ids, emotions, layer, scorer)[1:].astype(np.float64)
-        count += sc.shape[0]
-        s1 += sc.sum(0)
-        s2 += (sc ** 2).sum(0)
-    mean = s1 / max(count, 1)
-    std = np.sqrt(np.maximum(s2 / max(count, 1) - mean ** 2, 0))
-    ref = Reference(list(emotions), layer, mean, std, len(convs), count)
+    mean, std, count = reference_stats(lm, vecs, [engine.encode_chat(lm, conv)[:1024] for conv in convs], [layer])[layer]
+    cols = [vecs.emotion_pos(e) for e in emotions]
+    ref = Reference(list(emotions), layer, mean[cols], std[cols], len(convs), count)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")

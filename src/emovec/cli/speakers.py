@@ -34,7 +34,7 @@ def speakers(
     model: BoundModelOpt = None,
     dialogues: Annotated[Optional[list[Path]], typer.Option(help="Two-speaker dialogue JSONL (default: the shipped one).")] = None,
     layer: LayerOpt = None,
-    controls: Annotated[str, typer.Option(help="Control framings read too (comma list; '' for none): person1_person2, assistant_story.")] = ",".join(CONTROLS),
+    controls: Annotated[str, typer.Option(help="Controls run too (comma list; '' for none): person1_person2, assistant_story (framings of the dialogues), story_ha (built-in stories framed as the Assistant's).")] = ",".join(CONTROLS),
     permutations: Annotated[int, typer.Option(help="Shuffled-label null draws.")] = 20,
     seed: SeedOpt = 0,
     batch_size: Annotated[int, typer.Option(help="Dialogues per forward pass.")] = 8,
@@ -76,6 +76,11 @@ def speakers(
         out.print(f"control {name}: within_present {f['within_present']:.3f} within_other {f['within_other']:.3f} "
                   f"present_vs_other {f['present_vs_other']:.3f} story_vs_present {c['story_vs_present']:.3f} "
                   f"story_vs_other {c['story_vs_other']:.3f}", soft_wrap=True)
+    if "story_ha" in result:
+        ha = result["story_ha"]
+        out.print(f"control story_ha: raw_vs_framed {ha['raw_vs_framed']:.3f} (shuffled null p95 "
+                  f"{ha['null_shuffled']['p95']:.3f}) structure {ha['raw_vs_framed_structure']:.3f} "
+                  f"({ha['stories']} stories; paper: highly similar)", soft_wrap=True)
 
 
 def speakers_steer(

@@ -52,7 +52,22 @@ def speakers_section(result: Mapping[str, object]) -> str:
           "framed as an Assistant story): the same dialogues re-read with both speakers named as people.</p>"
         + _table(["framing", "sides", "within present", "within other", "present vs other", "story vs present",
                   "story vs other"], controls)
-        + "".join(f"<p>Not built: {esc(str(v))}.</p>" for v in (result.get("not_built") or {}).values()))  # type: ignore[union-attr]
+        + _story_ha(result.get("story_ha")))  # type: ignore[arg-type]
+
+
+def _story_ha(ha: Mapping[str, object] | None) -> str:
+    if not ha:
+        return ""
+    null = ha["null_shuffled"]
+    rows = [[esc("raw vs framed, per-emotion cosine"), _f(ha["raw_vs_framed"]), _f(null["mean"]), _f(null["p95"])],  # type: ignore[index]
+            [esc("raw vs framed, structure r"), _f(ha["raw_vs_framed_structure"]), "", ""],
+            [esc("raw vs the artifact's vectors"), _f(ha["raw_vs_artifact"]), "", ""],
+            [esc("framed vs the artifact's vectors"), _f(ha["framed_vs_artifact"]), "", ""]]
+    return (f"<p>Story (H/A) control (paper §7.2: the stories framed as the Assistant's story give probes "
+            f"“highly similar” to the original ones): {esc(str(ha['stories']))} built-in stories over "
+            f"{esc(str(ha['emotions']))} emotions, read raw and after {esc(repr(ha['frame']))}, averaged from each "
+            f"story's token {esc(str(ha['offset']))}; null: framed labels shuffled.</p>"
+            + _table(["comparison", "ours", "null mean", "null p95"], rows))
 
 
 def _regulation(reg: Mapping[str, Mapping[str, object]]) -> str:

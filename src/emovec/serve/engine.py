@@ -30,6 +30,7 @@ from emovec.monitor import (
     MonitorResult,
     check_messages,
     monitor,
+    reference_stats,
     transcript_from_chat,
     transcript_from_text,
 )
@@ -136,15 +137,10 @@ class Engine:
         self._explore: dict[int, dict[str, object]] = {}
 
     def _reference(self, n: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """Per layer: mean and std [emotions] of token scores over neutral dialogues (position 0 left out)."""
-        rows = []
-        for dialogue in load_neutral([builtin_dir()])[:n]:
-            result = monitor(self.lm, self.vecs, transcript_from_text(self.lm, dialogue.text[:MAX_TEXT_CHARS]),
-                             self.vecs.layers)
-            rows.append(result.scores[1:])
-        allrows = np.concatenate(rows)  # [tokens, layers, emotions]
-        return {layer: (allrows[:, k].mean(0), allrows[:, k].std(0).clip(1e-6))
-                for k, layer in enumerate(self.vecs.layers)}
+        """Per layer: mean and std [emotions] of token scores over `n` built-in neutral dialogues."""
+        docs = [transcript_from_text(self.lm, d.text[:MAX_TEXT_CHARS]).token_ids for d in load_neutral([builtin_dir()])[:n]]
+        stats = reference_stats(self.lm, self.vecs, docs, self.vecs.layers)
+        return {layer: (mean, std.clip(1e-6)) for layer, (mean, std, _) in stats.items()}
 
     @contextmanager
     def turn(self, cancelled: threading.Event, on_wait: Callable[[int], None] | None = None) -> Iterator[None]:
