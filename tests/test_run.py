@@ -226,6 +226,19 @@ def test_bad_evaluate_and_activities_options_are_refused_before_anything_runs(tm
             load_config(path)
 
 
+def test_chat_frame_on_a_model_without_a_template_is_refused_before_extraction(setup: Path) -> None:
+    lm = make_llama()
+    lm.tokenizer.chat_template = None
+    lm.model.save_pretrained(setup / "base")
+    lm.tokenizer.save_pretrained(setup / "base")
+    cfg = load_config(write_config(setup, "base-run", run={"model": str(setup / "base")}))
+    with pytest.raises(ConfigError, match=r'has no chat template, but validate_steering.frame = "chat"'):
+        run(cfg)
+    assert not (Path(cfg["run"]["out"]) / "capture").exists()
+    cfg["validate_steering"]["frame"] = "plain"
+    assert run(cfg)["stages"]["validate-steering"]["status"] == "ran"
+
+
 def test_compare_headline_has_every_number_with_its_evidence(setup: Path) -> None:
     """Synthetic analysis, evidence and preferences results beside a real evaluation: the headline carries each
     number with its CI / null / baseline, and the Markdown table script prints them."""

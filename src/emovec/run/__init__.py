@@ -12,7 +12,7 @@ rewritten atomically after every stage, so an interrupted run still leaves the t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from emovec.artifact import (
 )
 from emovec.errors import ConfigError
 from emovec.models import ALIASES, LoadedModel, check_device, load_model
+from emovec.prompts import has_chat_template
 from emovec.run import config as _config
 from emovec.run.config import Config
 from emovec.run.stages import (
@@ -49,6 +50,7 @@ CAPTURE_NEUTRAL = ("controls", "evaluate")
 # Options added after fingerprints were first stored: hashed only when set (a file: by its contents), so adding
 # them keeps earlier runs' results fresh.
 LATER_FILES = {"preferences": ("activities",)}
+FRAMED = {"analyze": "analyze", "validate-steering": "validate_steering", "preferences": "preferences"}  # stage: section
 LATER_OPTIONS = {"extract": {"neutral_count": 0}, "preferences": {"opponents": 0}}  # name: the default it left out
 
 StageFn = Callable[[Path, Config], list[str]]
@@ -58,6 +60,16 @@ Notify = Callable[[str, str], None]  # (stage, "fresh" | "running" | "done")
 def load_config(path: Path | None = None, demo: bool = False) -> Config:
     """The validated config: `path` (TOML or YAML), else the shipped defaults (or the demo)."""
     return _config.load_config(path, demo, STAGE_NAMES)
+
+
+def check_frames(config: Config, lm: LoadedModel, stages: Collection[str]) -> None:
+    """A model without a chat template cannot read the chat frame: refuse at model load, before any stage runs."""
+    if has_chat_template(lm):
+        return
+    for stage, section in FRAMED.items():
+        if stage in stages and config[section]["frame"] == "chat":
+            raise ConfigError(f"{lm.spec.id} has no chat template, but {section}.frame = \"chat\"; set frame = "
+                              f"\"plain\" in [{'], ['.join(FRAMED.values())}]", param=f"{section}.frame")
 
 
 def stamp_path(out: Path, stage: str) -> Path:
@@ -146,6 +158,7 @@ def run(config: Config, stages: Sequence[str] | None = None, force: Sequence[str
             timing["model_load"] = round(time.perf_counter() - t0, 2)
             log(f"model: {model[0].spec.id} ({model[0].spec.num_layers} layers × {model[0].spec.hidden_size}) "
                 f"loaded in {timing['model_load']:.1f}s")
+            check_frames(config, model[0], todo)
         return model[0]
 
     ctx = Context(config, out, load, log)
