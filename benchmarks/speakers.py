@@ -3,6 +3,7 @@ shipped two-speaker dialogues, and deflection vectors from the shipped deflectio
 artifact's default layer, each beside the paper's value.
 
 Usage: PYTHONPATH=src python benchmarks/speakers.py ARTIFACT [--model smollm2-135m] [--threads 1]
+       [--controls person1_person2,assistant_story,story_ha] [--story-per-emotion 4] (fewer for large models on CPU)
 Writes ARTIFACT/results/speakers.json and deflection.json (what `emovec speakers` / `emovec deflection`
 write) and prints, last, each number beside the paper's (Sonnet 4.5; paper-notes §3.7c, §7.2, §7.3):
 `speakers-bench: present_vs_other=.. (shuffled null ..; paper 0.15-0.25) story_vs_present=.. (paper 0.52) story_vs_other=..
@@ -25,7 +26,7 @@ from emovec.deflection import deflection_analysis
 from emovec.dialogues import CONDITIONS, load_deflection, load_two_speaker
 from emovec.models import load_model
 from emovec.speakers import PAPER as SPEAKERS_PAPER
-from emovec.speakers import speaker_probes
+from emovec.speakers import CONTROLS, speaker_probes
 from emovec.vectors import EmotionVectors
 
 
@@ -34,12 +35,15 @@ def main() -> None:
     parser.add_argument("artifact", type=Path)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--controls", default=",".join(CONTROLS), help="comma list ('' for none)")
+    parser.add_argument("--story-per-emotion", type=int, default=4, help="stories per emotion for story_ha")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     vecs = EmotionVectors.load(args.artifact)
     lm = load_model(args.model)
     t0 = time.time()
-    spk = speaker_probes(lm, vecs, load_two_speaker())
+    controls = [c for c in args.controls.split(",") if c]
+    spk = speaker_probes(lm, vecs, load_two_speaker(), controls=controls, story_per_emotion=args.story_per_emotion)
     save_result(args.artifact, "speakers", spk)
     t1 = time.time()
     print(f"speakers: {t1 - t0:.0f}s; families {spk['families']}; null {spk['null_shuffled']}")
@@ -49,10 +53,11 @@ def main() -> None:
     for name, c in spk["controls"].items():
         print(f"control {name}: families {c['families']}; story_vs_present {c['story_vs_present']:.3f} "
               f"story_vs_other {c['story_vs_other']:.3f}")
-    ha = spk["story_ha"]
-    print(f"control story_ha: raw_vs_framed {ha['raw_vs_framed']:.3f} (null p95 {ha['null_shuffled']['p95']:.3f}) "
-          f"structure {ha['raw_vs_framed_structure']:.3f} raw_vs_artifact {ha['raw_vs_artifact']:.3f} "
-          f"framed_vs_artifact {ha['framed_vs_artifact']:.3f} ({ha['stories']} stories)")
+    ha = spk.get("story_ha")
+    if ha:
+        print(f"control story_ha: raw_vs_framed {ha['raw_vs_framed']:.3f} (null p95 {ha['null_shuffled']['p95']:.3f}) "
+              f"structure {ha['raw_vs_framed_structure']:.3f} raw_vs_artifact {ha['raw_vs_artifact']:.3f} "
+              f"framed_vs_artifact {ha['framed_vs_artifact']:.3f} ({ha['stories']} stories)")
     dfl = deflection_analysis(lm, vecs, load_deflection())
     save_result(args.artifact, "deflection", dfl)
     print(f"deflection: {time.time() - t1:.0f}s; vs_story diag {dfl['vs_story']['diagonal_mean']:.3f} "

@@ -35,6 +35,7 @@ def speakers(
     dialogues: Annotated[Optional[list[Path]], typer.Option(help="Two-speaker dialogue JSONL (default: the shipped one).")] = None,
     layer: LayerOpt = None,
     controls: Annotated[str, typer.Option(help="Controls run too (comma list; '' for none): person1_person2, assistant_story (framings of the dialogues), story_ha (built-in stories framed as the Assistant's).")] = ",".join(CONTROLS),
+    story_per_emotion: Annotated[int, typer.Option(min=1, help="Built-in training stories per emotion for the story_ha control (each read twice).")] = 4,
     permutations: Annotated[int, typer.Option(help="Shuffled-label null draws.")] = 20,
     seed: SeedOpt = 0,
     batch_size: Annotated[int, typer.Option(help="Dialogues per forward pass.")] = 8,
@@ -58,7 +59,7 @@ def speakers(
         check_output_file(json_out, "json_out")
     preflight(vecs, model, device, allow_hub)
     lm = bind_model(vecs, model, dtype, device, allow_hub)
-    result = speaker_probes(lm, vecs, records, layer, permutations, seed, batch_size, chosen)
+    result = speaker_probes(lm, vecs, records, layer, permutations, seed, batch_size, chosen, story_per_emotion)
     save_result(artifact, "speakers", result, also=json_out)
     fam, null = result["families"], result["null_shuffled"]
     out.print(f"layer {result['layer']}: {len(result['emotions'])} emotions, {result['dialogues']} dialogues", soft_wrap=True)
