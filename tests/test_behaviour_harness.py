@@ -170,3 +170,15 @@ def test_report_section_escapes(lm_vecs, tmp_path: Path) -> None:
     page = report_section(result, records)
     assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;x&lt;/b&gt;" in page
     assert "<svg" in page and "blackmail" in page
+
+
+def test_printed_table_takes_exact_grader_rates(capsys: pytest.CaptureFixture[str]) -> None:
+    """A grader with an exact rate (answer-letter log-probabilities: no CI) prints beside one with a CI."""
+    from emovec.cli.behave import print_result
+
+    rate = {"value": 0.5, "ci95": [0.2, 0.8], "k": 2, "n": 4}
+    print_result({"eval": "sycophancy", "model": "m", "conditions": [{"key": "baseline", "switched": rate}],
+                  "graders": {"judge": {**rate, "grader": "local:m"},
+                              "capitulation": {"grader": "answer-letter log-probabilities", "value": 1.0}}})
+    text = capsys.readouterr().out
+    assert "accuracy 50% [20-80] n=4" in text and "accuracy 100% (exact)" in text

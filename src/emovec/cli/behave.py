@@ -22,8 +22,12 @@ TRANSCRIPTS = 12  # rollouts kept in the results file for the report's transcrip
 
 
 def _cell(r: dict | None) -> str:
+    """A rate as 'value% [lo-hi] n=N'; an exact rate (no sampling, so no CI: e.g. a log-probability grader)
+    as 'value% (exact)'."""
     if not r or r.get("value") is None:
         return "-"
+    if "ci95" not in r:
+        return f"{100 * r['value']:.0f}% (exact)"
     lo, hi = r["ci95"]
     return f"{100 * r['value']:.0f}% [{100 * lo:.0f}-{100 * hi:.0f}] n={r['n']}"
 
