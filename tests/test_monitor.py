@@ -62,11 +62,11 @@ def test_reference_stats_batched_equal_one_document_at_a_time(tiny_llama: Loaded
     texts = ["A short one.", "The meeting moved to Thursday at ten, in the room on the second floor.", "Fine.",
              "Please send the report, the slides and the budget sheet before lunch tomorrow."]
     docs = [transcript_from_text(tiny_llama, t).token_ids for t in texts]
-    stats = reference_stats(tiny_llama, vecs, docs, [2, 0], batch_size=3)  # padding inside a batch
+    stats, count = reference_stats(tiny_llama, vecs, docs, [2, 0], batch_size=3)  # padding inside a batch
     for k, layer in enumerate([0, 2]):
         rows = np.concatenate([monitor(tiny_llama, vecs, transcript_from_text(tiny_llama, t), [0, 2]).scores[1:, k]
                                for t in texts]).astype(np.float64)  # position 0 (the sink) left out
-        mean, std, count = stats[layer]
+        mean, std = stats[layer]
         assert count == len(rows) == sum(len(d) - 1 for d in docs)
         np.testing.assert_allclose(mean, rows.mean(0), atol=1e-5)
         np.testing.assert_allclose(std, rows.std(0), atol=1e-5)

@@ -178,6 +178,8 @@ def test_opponent_design_is_balanced_seeded_and_recovers_ratings() -> None:
     np.testing.assert_allclose(fit_elo(first, second, p, n, prior_draws=0), planted, atol=0.01)  # connected design
     with pytest.raises(ConfigError, match="opponents"):
         opponent_pairs(n, -1)
+    with pytest.raises(ConfigError, match=r"must be even \(closest: 6 or 8\)"):
+        opponent_pairs(n, 7)
 
 
 def test_whole_experiment_and_report(tiny_llama: LoadedModel, tmp_path: Path) -> None:

@@ -137,8 +137,9 @@ def score_tokens(lm: LoadedModel, vecs: EmotionVectors, token_ids: Sequence[int]
 
 
 def reference_stats(lm: LoadedModel, vecs: EmotionVectors, token_lists: Sequence[Sequence[int]],
-                    layers: Sequence[int], batch_size: int = 8) -> dict[int, tuple[np.ndarray, np.ndarray, int]]:
-    """Per layer: mean and std [emotions] of every token's score over reference documents, and the token count.
+                    layers: Sequence[int], batch_size: int = 8
+                    ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], int]:
+    """Per layer: mean and std [emotions] of every token's score over reference documents; and the token count.
 
     The z-score baseline for readouts (paper §6.1, §8.3: raw assistant-turn cosines carry a constant offset).
     Position 0, the attention sink, is left out; documents run in length-sorted batches with padding masked,
@@ -161,8 +162,8 @@ def reference_stats(lm: LoadedModel, vecs: EmotionVectors, token_lists: Sequence
     out = {}
     for layer, (s1, s2) in sums.items():
         mean = s1 / max(count, 1)
-        out[layer] = (mean, np.sqrt(np.maximum(s2 / max(count, 1) - mean ** 2, 0.0)), count)
-    return out
+        out[layer] = (mean, np.sqrt(np.maximum(s2 / max(count, 1) - mean ** 2, 0.0)))
+    return out, count
 
 
 def smooth_scores(scores: np.ndarray, window: int) -> np.ndarray:

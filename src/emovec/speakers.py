@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 
@@ -34,14 +35,20 @@ PAPER = {"present_vs_other": (0.15, 0.25), "within_family": (0.9, 1.0), "story_v
          "story_vs_other": 0.20, "arousal_regulation_r": -0.47, "valence_regulation_r": 0.07}
 
 
+def encode_raw(lm: LoadedModel, text: str) -> Any:
+    """The text as `span_means` reads it: raw, with the tokenizer's special tokens, and character offsets."""
+    return lm.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+
+
 def span_means(lm: LoadedModel, texts: Sequence[str], groups: Sequence[Sequence[Sequence[Span]]],
-               layers: Sequence[int], batch_size: int = 8) -> np.ndarray:
+               layers: Sequence[int], batch_size: int = 8, encoded: Sequence[Any] | None = None) -> np.ndarray:
     """Per text and span group, the residual averaged over the tokens overlapping the group's character
     spans (token 0, the attention sink, never counts): float32 [texts, groups, layers, hidden], NaN for an
-    empty group. Texts are encoded as raw text with the tokenizer's special tokens."""
+    empty group. Texts are encoded by `encode_raw` (or `encoded` gives those encodings, already made)."""
     n_groups = max(len(g) for g in groups)
     out = np.full((len(texts), n_groups, len(layers), lm.spec.hidden_size), np.nan, np.float32)
-    encoded = [lm.tokenizer(t, add_special_tokens=True, return_offsets_mapping=True) for t in texts]
+    if encoded is None:
+        encoded = [encode_raw(lm, t) for t in texts]
     for s in range(0, len(texts), batch_size):
         rows = list(range(s, min(s + batch_size, len(texts))))
         resid = token_residuals(lm, [encoded[i]["input_ids"] for i in rows], layers, batch_size)
@@ -224,14 +231,16 @@ def story_ha(lm: LoadedModel, vecs: EmotionVectors, stories: Sequence[Story], la
     request for a story (`STORY_HA_FRAME`), each averaged over the story's tokens from its `offset`-th on;
     vectors as for the artifact (difference of means, its neutral components out). Compared: raw vs framed
     (per-emotion cosine and structure) with a shuffled-label null, and each against the artifact's vectors."""
-    texts, groups = [], []
+    texts, groups, encoded = [], [], []
     for st in stories:
-        offsets = lm.tokenizer(st.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        start = offsets[offset][0] if len(offsets) > offset else 0
+        raw = encode_raw(lm, st.text)
+        content = [a for a, b in raw["offset_mapping"] if b > a]  # the story's own tokens (no special ones)
+        start = content[offset] if len(content) > offset else 0
         for prefix in ("", STORY_HA_FRAME):
             texts.append(prefix + st.text)
             groups.append([[(len(prefix) + start, len(prefix) + len(st.text))]])
-    means = span_means(lm, texts, groups, [layer], batch_size)[:, 0]  # [2 × stories, 1, hidden]
+            encoded.append(raw if not prefix else encode_raw(lm, prefix + st.text))
+    means = span_means(lm, texts, groups, [layer], batch_size, encoded)[:, 0]  # [2 × stories, 1, hidden]
     raw_means, framed_means = means[0::2], means[1::2]
     labels = [st.emotion for st in stories]
     emotions = [e for e in vecs.emotions if e in set(labels)]

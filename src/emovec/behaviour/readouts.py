@@ -49,7 +49,8 @@ def build_reference(lm: engine.LoadedModel, vecs: engine.EmotionVectors, emotion
             return Reference(list(emotions), layer, np.array(data["mean"]), np.array(data["std"]),
                              data["transcripts"], data["tokens"])
     convs = engine.neutral_conversations(transcripts)
-    mean, std, count = reference_stats(lm, vecs, [engine.encode_chat(lm, conv)[:1024] for conv in convs], [layer])[layer]
+    stats, count = reference_stats(lm, vecs, [engine.encode_chat(lm, conv)[:1024] for conv in convs], [layer])
+    mean, std = stats[layer]
     cols = [vecs.emotion_pos(e) for e in emotions]
     ref = Reference(list(emotions), layer, mean[cols], std[cols], len(convs), count)
     if cache is not None:

@@ -46,7 +46,7 @@ def preferences(
     strengths: Annotated[str, typer.Option(help="Steering strengths (× layer mean norm), e.g. 0.5 or 0.1,0.25,0.5 for a dose-response.")] = "0.5",
     hard: Annotated[bool, typer.Option("--hard", help="Rate win/loss instead of P(A) ('Hard Elo', for base models).")] = False,
     activities: Annotated[Optional[Path], typer.Option(help="Your own activities: .json, .csv (name, category) or .txt (default: the paper's 64).")] = None,
-    opponents: Annotated[int, typer.Option(min=0, help="Opponents per activity, each pairing asked in both orders (0 = every pair; the paper's design).")] = 0,
+    opponents: Annotated[int, typer.Option(min=0, help="Opponents per activity (even), each pairing asked in both orders (0 = every pair; the paper's design).")] = 0,
     split_seed: Annotated[int, typer.Option(help="Seed of the steered/control split, the opponents and the bootstrap.")] = 0,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples of the matchups for Elo CIs (0 = none).")] = 200,
     batch_size: Annotated[int, typer.Option(min=0, help="Prompts per forward pass (0: as many as fit in free memory).")] = 64,

@@ -81,16 +81,19 @@ def answer_token_ids(lm: LoadedModel, prompt: str, frame: str, labels: Sequence[
 
 
 def opponent_pairs(n: int, opponents: int, seed: int = 0) -> list[tuple[int, int]]:
-    """Ordered pairs where each of `n` activities meets `opponents` others (rounded down to an even number, at
-    least 2), each pairing asked in both A/B orders: a seeded circulant design, so every activity plays equally
+    """Ordered pairs where each of `n` activities meets `opponents` others (an even number: half on each side
+    of it in a seeded circular order), each pairing asked in both A/B orders, so every activity plays equally
     often. `opponents` = 0 (or ≥ n − 1) means every pair."""
     if opponents < 0:
-        raise ConfigError(f"opponents = {opponents} must be >= 0 (0: every pair)")
+        raise ConfigError(f"opponents = {opponents} must be >= 0 (0: every pair)", param="opponents")
     if opponents == 0 or opponents >= n - 1:
         return [(i, j) for i in range(n) for j in range(n) if i != j]
+    if opponents % 2:
+        raise ConfigError(f"opponents = {opponents} must be even (closest: {opponents - 1 or 2} or {opponents + 1}), "
+                          "or 0 for every pair", param="opponents")
     order = np.random.default_rng(seed).permutation(n)
     unordered = {tuple(sorted((int(order[k]), int(order[(k + d) % n])))) for k in range(n)
-                 for d in range(1, max(opponents // 2, 1) + 1)}
+                 for d in range(1, opponents // 2 + 1)}
     return sorted([(i, j) for i, j in unordered] + [(j, i) for i, j in unordered])
 
 

@@ -50,7 +50,6 @@ CAPTURE_NEUTRAL = ("controls", "evaluate")
 # Options added after fingerprints were first stored: hashed only when set (a file: by its contents), so adding
 # them keeps earlier runs' results fresh.
 LATER_FILES = {"preferences": ("activities",)}
-FRAMED = {"analyze": "analyze", "validate-steering": "validate_steering", "preferences": "preferences"}  # stage: section
 LATER_OPTIONS = {"extract": {"neutral_count": 0}, "preferences": {"opponents": 0}}  # name: the default it left out
 
 StageFn = Callable[[Path, Config], list[str]]
@@ -66,10 +65,12 @@ def check_frames(config: Config, lm: LoadedModel, stages: Collection[str]) -> No
     """A model without a chat template cannot read the chat frame: refuse at model load, before any stage runs."""
     if has_chat_template(lm):
         return
-    for stage, section in FRAMED.items():
-        if stage in stages and config[section]["frame"] == "chat":
-            raise ConfigError(f"{lm.spec.id} has no chat template, but {section}.frame = \"chat\"; set frame = "
-                              f"\"plain\" in [{'], ['.join(FRAMED.values())}]", param=f"{section}.frame")
+    framed = [section for section, values in config.items() if "frame" in values]
+    for stage in STAGES:
+        for section in stage.options:
+            if stage.name in stages and config[section].get("frame") == "chat":
+                raise ConfigError(f"{lm.spec.id} has no chat template, but {section}.frame = \"chat\"; set frame = "
+                                  f"\"plain\" in [{'], ['.join(framed)}]", param=f"{section}.frame")
 
 
 def stamp_path(out: Path, stage: str) -> Path:

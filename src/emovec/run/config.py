@@ -89,7 +89,8 @@ def _check_values(c: dict[str, dict[str, Any]], where: str, stages: Collection[s
               ("evaluate.bootstrap", c["evaluate"]["bootstrap"] >= 0, ">= 0"),
               ("validate_steering.strength", c["validate_steering"]["strength"] > 0, "> 0"),
               ("preferences.steer_count", c["preferences"]["steer_count"] >= 0, ">= 0"),
-              ("preferences.opponents", c["preferences"]["opponents"] >= 0, ">= 0 (0: every pair)"),
+              ("preferences.opponents", c["preferences"]["opponents"] >= 0 and c["preferences"]["opponents"] % 2 == 0,
+               "even and >= 0 (0: every pair)"),
               ("preferences.bootstrap", c["preferences"]["bootstrap"] >= 0, ">= 0"),
               ("preferences.batch_size", c["preferences"]["batch_size"] >= 0, ">= 0 (0: as many as fit)"),
               ("behaviour.samples", c["behaviour"]["samples"] >= 1, ">= 1")]

@@ -139,8 +139,8 @@ class Engine:
     def _reference(self, n: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """Per layer: mean and std [emotions] of token scores over `n` built-in neutral dialogues."""
         docs = [transcript_from_text(self.lm, d.text[:MAX_TEXT_CHARS]).token_ids for d in load_neutral([builtin_dir()])[:n]]
-        stats = reference_stats(self.lm, self.vecs, docs, self.vecs.layers)
-        return {layer: (mean, std.clip(1e-6)) for layer, (mean, std, _) in stats.items()}
+        stats, _ = reference_stats(self.lm, self.vecs, docs, self.vecs.layers)
+        return {layer: (mean, std.clip(1e-6)) for layer, (mean, std) in stats.items()}
 
     @contextmanager
     def turn(self, cancelled: threading.Event, on_wait: Callable[[int], None] | None = None) -> Iterator[None]:
