@@ -4,6 +4,7 @@ synthetic corpora and vectors with planted structure. Nothing here downloads."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,16 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['cont
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def byte_tokenizer(bos: bool = True) -> PreTrainedTokenizerFast:
-    """A real fast tokenizer over the 256 byte symbols (one token per byte) plus chat specials."""
+def byte_tokenizer(bos: bool = True, merges: Sequence[tuple[str, str]] = ()) -> PreTrainedTokenizerFast:
+    """A real fast tokenizer over the 256 byte symbols (one token per byte) plus chat specials, and `merges`
+    (pairs of ASCII symbols, each merged into one more token at the end of the vocabulary)."""
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {tok: i for i, tok in enumerate(SPECIALS)}
     for ch in sorted(alphabet):
         vocab[ch] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=list(merges)))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     if bos:
@@ -44,13 +48,15 @@ def byte_tokenizer(bos: bool = True) -> PreTrainedTokenizerFast:
 VOCAB = len(SPECIALS) + 256
 
 
-def make_llama(layers: int = 4, hidden: int = 64, seed: int = 0) -> LoadedModel:
+def make_llama(layers: int = 4, hidden: int = 64, seed: int = 0,
+               tokenizer: PreTrainedTokenizerFast | None = None) -> LoadedModel:
+    tokenizer = tokenizer or byte_tokenizer()
     config = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, vocab_size=VOCAB,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tokenizer),
                          max_position_embeddings=1024, bos_token_id=1, eos_token_id=2, pad_token_id=0)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
-    return LoadedModel.from_module(model, byte_tokenizer(), model_id="tiny-llama")
+    return LoadedModel.from_module(model, tokenizer, model_id="tiny-llama")
 
 
 def make_gpt2(layers: int = 3, hidden: int = 48, seed: int = 0) -> LoadedModel:

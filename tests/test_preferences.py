@@ -19,7 +19,7 @@ from emovec.preferences.prompts import opponent_pairs
 from emovec.preferences.engine import SpanSteering, forward_rows, plan_prefixes, steered_token_masks
 from emovec.preferences.tournament import default_threads, intra_op_threads
 from emovec.report.preferences import preferences_section
-from tests.builders import random_vectors
+from tests.builders import byte_tokenizer, make_llama, random_vectors
 
 ACTS = [Activity("sing a song", "fun"), Activity("help a friend", "fun"), Activity("do taxes", "chore"),
         Activity("rob a bank", "bad"), Activity("help bake bread", "fun")]
@@ -33,6 +33,20 @@ def one_at_a_time(lm: LoadedModel, prompts) -> np.ndarray:  # noqa: ANN001
             logits = lm.model(input_ids=torch.tensor([ids])).logits[0, -1].double()
             out.append(float(torch.sigmoid(logits[prompts.answer_ids[0]] - logits[prompts.answer_ids[1]])))
     return np.array(out)
+
+
+def test_answers_merged_with_the_prefill_are_read_one_token_earlier() -> None:
+    lm = make_llama(2, 32, tokenizer=byte_tokenizer(merges=[("(", "A"), ("(", "B")]))  # as Qwen2.5 merges "(A"
+    prompts = build_pair_prompts(lm, ACTS[:3])
+    assert prompts.answers == ("(A", "(B") and prompts.texts[0].endswith("assistant\n(")
+    for text, ids in zip(prompts.texts, prompts.token_ids, strict=True):
+        assert lm.tokenizer.decode(ids) == text[:-1]  # the prefill's "(" is in the answer token, not the prompt
+        assert len(prompts.a_tokens[0]) == len(prompts.token_ids[0])
+    np.testing.assert_allclose(run_tournament(lm, prompts, batch_size=4).p_a, one_at_a_time(lm, prompts), atol=1e-5)
+    plain = build_pair_prompts(make_llama(2, 32), ACTS[:3])  # no merge: "A" after the prefill
+    assert plain.answers == ("A", "B") and plain.token_ids[0][-1] == lm.tokenizer.convert_tokens_to_ids("(")
+    with pytest.raises(ConfigError, match="not one token each after the prefill"):
+        build_pair_prompts(make_llama(2, 32, tokenizer=byte_tokenizer(merges=[("(", "A")])), ACTS[:3])
 
 
 def test_shipped_activities_match_the_paper() -> None:

@@ -26,13 +26,14 @@ class PairPrompts:
     """The tournament's prompts: pair (i, j) asks "(A) activity i or (B) activity j"."""
 
     pairs: list[tuple[int, int]]
-    texts: list[str]
-    token_ids: list[list[int]]
+    texts: list[str]  # rendered, ending with the prefill
+    token_ids: list[list[int]]  # what the model reads before answering (see `answer_reading`)
     spans: list[tuple[tuple[int, int], tuple[int, int]]]  # character spans of the A and B activity in each text
     a_tokens: list[np.ndarray]  # per prompt, bool over its tokens: those of the A activity
     b_tokens: list[np.ndarray]  # ... and of the B activity
     answer_ids: tuple[int, int]
     frame: str
+    answers: tuple[str, str] = ("A", "B")  # the answer tokens' text: "(A", "(B" where the prefill merges in
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -64,20 +65,28 @@ def locate_user(rendered: str, user: str) -> int:
     return at
 
 
-def answer_token_ids(lm: LoadedModel, prompt: str, frame: str, labels: Sequence[str] = ANSWER_LABELS) -> tuple[int, int]:
-    """The token ids of "A" and "B" as the model would write them right after `prompt` (which ends with the
-    prefill): each label must add exactly one token to the prompt's tokens."""
+def answer_reading(lm: LoadedModel, prompt: str, frame: str,
+                   labels: Sequence[str] = ANSWER_LABELS) -> tuple[tuple[int, int], int]:
+    """The token ids of the two answers as the model would write them right after `prompt` (which ends with the
+    prefill), and how many of the prompt's last tokens the model does not read first (0 or 1).
+
+    Each label adds one token after the prompt; or, in tokenizers that merge the prefill's last token with
+    the label (Qwen2.5: "(" + "A" is the one token "(A"), each merged token replaces the prompt's last one:
+    the same question, with each answer tokenized as the model would write it, read one token earlier."""
     base = encode_prompt(lm, prompt, frame)
-    ids = []
-    for label in labels:
-        ext = encode_prompt(lm, prompt + label, frame)
-        if len(ext) != len(base) + 1 or ext[: len(base)] != base:
-            raise ConfigError(f"answer {label!r} does not tokenize as one token after the prefill {prompt[-8:]!r} "
-                              f"in this tokenizer; use another prefill")
-        ids.append(ext[-1])
+    exts = [encode_prompt(lm, prompt + label, frame) for label in labels]
+    if all(len(e) == len(base) + 1 and e[: len(base)] == base for e in exts):
+        drop = 0
+    elif all(len(e) == len(base) and e[:-1] == base[:-1] for e in exts):
+        drop = 1
+    else:
+        raise ConfigError(f"answers {' and '.join(map(repr, labels))} are not one token each after the prefill "
+                          f"{prompt[-8:]!r} (alone or merged with its last token) in this tokenizer; use another "
+                          "prefill")
+    ids = (exts[0][-1], exts[1][-1])
     if ids[0] == ids[1]:
         raise ConfigError(f"answers {labels[0]!r} and {labels[1]!r} map to the same token id {ids[0]}")
-    return ids[0], ids[1]
+    return ids, drop
 
 
 def opponent_pairs(n: int, opponents: int, seed: int = 0) -> list[tuple[int, int]]:
@@ -110,8 +119,10 @@ def build_pair_prompts(lm: LoadedModel, activities: Sequence[Activity], frame: s
         at = locate_user(text, user)
         texts.append(text)
         spans.append(((at + where["a"][0], at + where["a"][1]), (at + where["b"][0], at + where["b"][1])))
-    ids = [encode_prompt(lm, t, frame) for t in texts]
+    answer_ids, drop = answer_reading(lm, texts[0], frame)
+    ids = [(x := encode_prompt(lm, t, frame))[: len(x) - drop] for t in texts]
     a_mask, b_mask = (span_token_mask(lm.tokenizer, texts, [[s[k]] for s in spans], "right", frame == "plain").numpy()
                       for k in (0, 1))
+    answers = (str(lm.tokenizer.decode([answer_ids[0]])), str(lm.tokenizer.decode([answer_ids[1]])))
     return PairPrompts(chosen, texts, ids, spans, [a_mask[r, : len(x)] for r, x in enumerate(ids)],
-                       [b_mask[r, : len(x)] for r, x in enumerate(ids)], answer_token_ids(lm, texts[0], frame), frame)
+                       [b_mask[r, : len(x)] for r, x in enumerate(ids)], answer_ids, frame, answers)

@@ -226,6 +226,7 @@ def run_preferences(lm: LoadedModel, vecs: EmotionVectors, activities: Sequence[
         "tournament": {"template": PAIR_TEMPLATE, "prefill": PREFILL, "frame": frame, "pairs": len(prompts),
                        "opponents_per_activity": len(prompts) // n,
                        "answer_tokens": {"A": prompts.answer_ids[0], "B": prompts.answer_ids[1]},
+                       "answer_text": list(prompts.answers),
                        "seconds": round(base.seconds, 2), "pairs_per_s": round(len(prompts) / max(base.seconds, 1e-9), 1),
                        "prefix_cache": prefix_cache, "batch_size": batch_size, "threads": threads,
                        "position_bias": float(base.p_a.mean()),
