@@ -91,10 +91,10 @@ def speakers_part(lm: LoadedModel, vecs: EmotionVectors, args: argparse.Namespac
 
 
 def deflection_part(lm: LoadedModel, vecs: EmotionVectors, args: argparse.Namespace) -> dict:
-    t1 = time.time()
+    t0 = time.time()
     dfl = deflection_analysis(lm, vecs, load_deflection())
     save_result(args.artifact, "deflection", dfl)
-    print(f"deflection: {time.time() - t1:.0f}s; vs_story diag {dfl['vs_story']['diagonal_mean']:.3f} "
+    print(f"deflection: {time.time() - t0:.0f}s; vs_story diag {dfl['vs_story']['diagonal_mean']:.3f} "
           f"off {dfl['vs_story']['off_diagonal_mean']:.3f}; displayed {dfl['displayed_vs_story']}; "
           f"expressed {dfl['expressed_vs_story']:.3f}; orth {dfl['orthogonalised']}")
     probe = dfl["mixed_probe"]

@@ -66,11 +66,10 @@ def check_frames(config: Config, lm: LoadedModel, stages: Collection[str]) -> No
     if has_chat_template(lm):
         return
     framed = [section for section, values in config.items() if "frame" in values]
-    for stage in STAGES:
-        for section in stage.options:
-            if stage.name in stages and config[section].get("frame") == "chat":
-                raise ConfigError(f"{lm.spec.id} has no chat template, but {section}.frame = \"chat\"; set frame = "
-                                  f"\"plain\" in [{'], ['.join(framed)}]", param=f"{section}.frame")
+    for section in dict.fromkeys(s for stage in STAGES if stage.name in stages for s in stage.options):
+        if config[section].get("frame") == "chat":
+            raise ConfigError(f"{lm.spec.id} has no chat template, but {section}.frame = \"chat\"; set frame = "
+                              f"\"plain\" in [{'], ['.join(framed)}]", param=f"{section}.frame")
 
 
 def stamp_path(out: Path, stage: str) -> Path:
