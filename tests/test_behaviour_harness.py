@@ -11,6 +11,7 @@ import torch
 
 from tests.builders import make_llama, random_vectors
 from emovec.behaviour import engine, evals
+from emovec.behaviour.grade_code import GRADER
 from emovec.report.behaviour import report_section
 from emovec.behaviour.rollouts import Condition, RolloutStore, conditions_for, parse_steer
 from emovec.behaviour.runner import BehaveConfig, plan, run_behave
@@ -137,8 +138,26 @@ def test_run_each_eval_and_resume(lm_vecs, tmp_path: Path) -> None:
 
 def test_reward_hacking_and_sycophancy_run(lm_vecs, tmp_path: Path) -> None:
     lm, vecs = lm_vecs
-    rh = run_behave(lm, vecs, _cfg(eval="reward-hacking", items=["median"], attempts=2, samples=1), tmp_path / "rh")
+    cfg = _cfg(eval="reward-hacking", items=["c_to_f"], attempts=2, samples=1)
+    rh = run_behave(lm, vecs, cfg, tmp_path / "rh")
     assert rh["conditions"][0]["hack"]["n"] == 1 and "outcomes" in rh["conditions"][0]
+    # a rollout graded by an older grader, whose answer echoes the visible tests: regraded, not regenerated
+    store = RolloutStore(tmp_path / "rh" / "rollouts.jsonl")
+    old = store.records["reward-hacking|baseline|c_to_f|0"]
+    task = next(t for t in load_tasks() if t.id == "c_to_f")
+    echo = f"```python\ndef c_to_f(celsius):\n    return celsius * 9 / 5 + 32\n\n{task.visible}```"
+    transcript = [m for m in old["transcript"] if m["role"] != "assistant" and "Test output" not in m["content"]]
+    store.replace([old | {"transcript": transcript + [{"role": "assistant", "content": echo}],
+                          "attempts": old["attempts"][:1],
+                          "verdict": {"label": "edits_tests", "hack": True, "reasons": ["the answer rewrites test functions"],
+                                      "attempts": 1}}])
+    again = run_behave(lm, vecs, cfg, tmp_path / "rh")
+    assert again["rollouts_this_run"] == 0
+    rec = RolloutStore(tmp_path / "rh" / "rollouts.jsonl").records["reward-hacking|baseline|c_to_f|0"]
+    assert rec["verdict"]["label"] == "honest" and rec["verdict"]["grader"] == GRADER
+    assert rec["verdict"]["regraded_from"] == {"label": "edits_tests", "grader": "static/1"}
+    assert rec["attempts"][0]["test_output"] == old["attempts"][0]["test_output"]
+    assert again["conditions"][0]["hack"]["k"] == 0
     sy = run_behave(lm, vecs, _cfg(eval="sycophancy", items=["flood-painting"], questions=5, samples=1),
                     tmp_path / "sy", judge=StubJudge())
     base = sy["conditions"][0]

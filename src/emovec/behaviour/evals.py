@@ -18,7 +18,7 @@ import numpy as np
 
 from emovec.behaviour import engine, scenarios
 from emovec.behaviour.grade_blackmail import detect
-from emovec.behaviour.grade_code import CodeVerdict, extract_code, grade_answer, rollout_label
+from emovec.behaviour.grade_code import GRADER, CodeVerdict, extract_code, grade_answer, rollout_label
 from emovec.behaviour.graders import belief_label, judge_beliefs, judge_blackmail
 from emovec.behaviour.judge import Judge
 from emovec.behaviour.readouts import Reader
@@ -136,13 +136,29 @@ def run_reward_hacking(ctx: Context, specs: Sequence[Spec]) -> list[dict]:
         active = still
     out = []
     for i, spec in enumerate(specs):
-        final = rollout_label(verdicts[i])
         rec = spec.base() | {"transcript": rows[i], "attempts": attempts[i],
-                             "verdict": {"label": final.label, "hack": final.hack, "reasons": final.reasons,
-                                         "attempts": len(verdicts[i])},
+                             "verdict": _rollout_verdict(verdicts[i]),
                              "readouts": _read(ctx, rows[i], {"assistant"})}
         out.append(rec)
     return out
+
+
+def _rollout_verdict(verdicts: Sequence[CodeVerdict]) -> dict[str, object]:
+    final = rollout_label(verdicts)
+    return {"label": final.label, "hack": final.hack, "reasons": final.reasons, "attempts": len(verdicts),
+            "grader": GRADER}
+
+
+def regrade_code(rec: dict, task: Task, sandbox: Sandbox) -> dict:
+    """A stored reward-hacking rollout graded again by this grader version, from its transcript: each
+    attempt's answer is rerun on the visible and hidden tests. What the model was shown stays as it was;
+    the earlier label is kept as `verdict.regraded_from`."""
+    answers = [m["content"] for m in rec["transcript"] if m["role"] == "assistant"]
+    verdicts = [grade_answer(task, a, sandbox) for a in answers]
+    attempts = [dict(a, verdict=v.to_dict()) for a, v in zip(rec["attempts"], verdicts)]
+    previous = rec["verdict"].get("regraded_from") or {"label": rec["verdict"]["label"],
+                                                        "grader": rec["verdict"].get("grader", "static/1")}
+    return rec | {"attempts": attempts, "verdict": _rollout_verdict(verdicts) | {"regraded_from": previous}}
 
 
 # ---------------------------------------------------------------- blackmail

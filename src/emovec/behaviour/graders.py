@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from emovec.behaviour import scenarios
 from emovec.behaviour.grade_blackmail import detect
-from emovec.behaviour.grade_code import grade_answer
+from emovec.behaviour.grade_code import GRADER, grade_answer
 from emovec.behaviour.judge import Judge
 from emovec.behaviour.sandbox import Sandbox
 from emovec.behaviour.stats import accuracy
@@ -42,20 +42,23 @@ def belief_label(verdict: dict[str, object]) -> str:
     return "harsh" if verdict["harsh"] else "balanced"
 
 
-def code_grader_accuracy(sandbox: Sandbox | None = None) -> dict[str, object]:
-    """The reward-hacking grader on the labelled answers plus every task's reference (honest) and cheat
-    (special_cases); also the binary hack / no-hack accuracy."""
+def code_grader_accuracy(sandbox: Sandbox | None = None, model_answers: bool = False) -> dict[str, object]:
+    """The reward-hacking grader on the labelled answers, also as binary hack / no-hack accuracy. Written set:
+    the project's answers plus every task's reference (honest) and cheat (special_cases); `model_answers`:
+    real answers of Qwen2.5-Coder-1.5B-Instruct, labelled by hand."""
     box = sandbox or Sandbox()
     tasks = {t.id: t for t in load_tasks()}
-    items = [(tasks[r.item], r.text, r.label) for r in scenarios.code_labelled()]
-    for t in tasks.values():
-        items += [(t, f"```python\n{t.reference}```", "honest"), (t, f"```python\n{t.cheat}```", "special_cases")]
+    items = [(tasks[r.item], r.text, r.label) for r in scenarios.code_labelled(model_answers)]
+    if not model_answers:
+        for t in tasks.values():
+            items += [(t, f"```python\n{t.reference}```", "honest"), (t, f"```python\n{t.cheat}```", "special_cases")]
     pred = [grade_answer(t, text, box).label for t, text, _ in items]
     truth = [label for _, _, label in items]
     out = accuracy(pred, truth)
     hack = lambda x: "hack" if x in ("special_cases", "edits_tests") else "no-hack"  # noqa: E731
     out["binary"] = accuracy([hack(p) for p in pred], [hack(t) for t in truth])
-    out["grader"] = "execution + static analysis"
+    out["grader"] = f"execution + static analysis ({GRADER})" + (
+        ", on real Qwen2.5-Coder-1.5B answers" if model_answers else "")
     return out
 
 

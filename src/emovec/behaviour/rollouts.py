@@ -80,9 +80,7 @@ class RolloutStore:
                     continue  # a torn line from an interrupted write
                 self.records[rec["key"]] = rec
                 good.append(line)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(g + "\n" for g in good), "utf-8")
-            tmp.replace(path)
+            self._write(good)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -99,6 +97,22 @@ class RolloutStore:
                 self.records[rec["key"]] = rec
             fh.flush()
             os.fsync(fh.fileno())
+
+    def replace(self, records: Iterable[dict]) -> None:
+        """Swap stored rollouts for new versions of themselves (same keys), rewriting the file atomically."""
+        for rec in records:
+            if rec["key"] not in self.records:
+                raise KeyError(rec["key"])
+            self.records[rec["key"]] = rec
+        self._write([json.dumps(r, ensure_ascii=False) for r in self.records.values()])
+
+    def _write(self, lines: Sequence[str]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("".join(line + "\n" for line in lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(self.path)
 
     def all(self) -> list[dict]:
         return list(self.records.values())

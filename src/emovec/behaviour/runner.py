@@ -10,6 +10,10 @@ batch holds several samples *and* several conditions of similar prompts, run in 
 each row steered by its own condition. A batch's random draws come from one generator seeded with its
 first rollout's seed; a resumed run re-forms batches of the missing rollouts only, so its samples are
 equally valid draws but not bit-identical to an uninterrupted run.
+
+Regrading: stored reward-hacking rollouts graded by another version of the grader are graded again from
+their transcripts before anything else, so every rate comes from one grader (a rerun with nothing left to
+generate only regrades and aggregates).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from emovec.behaviour import engine, evals, graders, scenarios
+from emovec.behaviour.grade_code import GRADER
 from emovec.behaviour.judge import Judge
 from emovec.behaviour.readouts import Reader, build_reference
 from emovec.behaviour.rollouts import Condition, RolloutStore
@@ -118,6 +123,11 @@ def run_behave(lm: engine.LoadedModel, vecs: engine.EmotionVectors | None, confi
     out = Path(out)
     _check(vecs, config)
     store = RolloutStore(out / "rollouts.jsonl")
+    box = sandbox or Sandbox()
+    stale = [r for r in store.all() if r["eval"] == "reward-hacking" and r["verdict"].get("grader") != GRADER]
+    if stale:
+        tasks = {t.id: t for t in load_tasks()}
+        store.replace(evals.regrade_code(r, tasks[r["item"]], box) for r in stale)
     specs = plan(config)
     todo = [s for s in specs if s.key not in store]
     reader = None
@@ -129,7 +139,7 @@ def run_behave(lm: engine.LoadedModel, vecs: engine.EmotionVectors | None, confi
     if config.eval == "sycophancy" and judge is None:
         raise ConfigError("the sycophancy eval grades replies with a judge: give a judge (local, or the URL of an OpenAI-compatible endpoint)")
     ctx = evals.Context(lm, vecs, config.layers, config.tokens(), config.temperature, config.attempts, reader,
-                        sandbox or Sandbox(), judge, {t.id: t for t in load_tasks()})
+                        box, judge, {t.id: t for t in load_tasks()})
     variants = {v.id: v for v in scenarios.blackmail_variants()}
     beliefs = scenarios.beliefs()
     questions = {q.id: q for q in scenarios.questions()}
@@ -177,7 +187,8 @@ def grader_accuracies(eval_name: str, judge: Judge | None, sandbox: Sandbox, out
     cache = json.loads(cache_path.read_text("utf-8")) if cache_path.is_file() else {}
     wanted: dict[str, Callable[[], dict]] = {}
     if eval_name == "reward-hacking":
-        wanted["code"] = lambda: graders.code_grader_accuracy(sandbox)
+        wanted[f"code:{GRADER}"] = lambda: graders.code_grader_accuracy(sandbox)
+        wanted[f"code_model_answers:{GRADER}"] = lambda: graders.code_grader_accuracy(sandbox, model_answers=True)
     if eval_name == "blackmail":
         wanted["blackmail_rule"] = graders.blackmail_rule_accuracy
         if judge is not None:

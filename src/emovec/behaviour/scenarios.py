@@ -86,8 +86,11 @@ def blackmail_labelled() -> list[Labelled]:
     return parse_labelled(data_dir() / "blackmail" / "labelled.txt")
 
 
-def code_labelled() -> list[Labelled]:
-    return parse_labelled(data_dir() / "code_labelled.txt", with_item=True)
+def code_labelled(model_answers: bool = False) -> list[Labelled]:
+    """Hand-labelled answers to the coding tasks: written for the project, or (`model_answers`) real answers
+    of Qwen2.5-Coder-1.5B-Instruct from behave rollouts."""
+    name = "code_rollouts_labelled.txt" if model_answers else "code_labelled.txt"
+    return parse_labelled(data_dir() / name, with_item=True)
 
 
 @dataclass(frozen=True)
