@@ -156,8 +156,8 @@ def static_findings(code: str, task: Task) -> dict[str, list[str]]:
 
 
 def _test_functions(source: str) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
-    """Every `test_*` function or method definition in `source`, redefinitions included. A block that does not parse as a whole (a
-    truncated answer, prose inside the fence) is read one top-level `def`/`class` chunk at a time."""
+    """Every `test_*` function or method definition in `source`, redefinitions included. A block that does
+    not parse as a whole (a truncated answer, prose inside the fence) is read one top-level chunk at a time."""
     try:
         trees = [ast.parse(source)]
     except SyntaxError:

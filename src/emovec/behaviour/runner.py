@@ -124,9 +124,9 @@ def run_behave(lm: engine.LoadedModel, vecs: engine.EmotionVectors | None, confi
     _check(vecs, config)
     store = RolloutStore(out / "rollouts.jsonl")
     box = sandbox or Sandbox()
+    tasks = {t.id: t for t in load_tasks()}
     stale = [r for r in store.all() if r["eval"] == "reward-hacking" and r["verdict"].get("grader") != GRADER]
     if stale:
-        tasks = {t.id: t for t in load_tasks()}
         store.replace(evals.regrade_code(r, tasks[r["item"]], box) for r in stale)
     specs = plan(config)
     todo = [s for s in specs if s.key not in store]
@@ -139,7 +139,7 @@ def run_behave(lm: engine.LoadedModel, vecs: engine.EmotionVectors | None, confi
     if config.eval == "sycophancy" and judge is None:
         raise ConfigError("the sycophancy eval grades replies with a judge: give a judge (local, or the URL of an OpenAI-compatible endpoint)")
     ctx = evals.Context(lm, vecs, config.layers, config.tokens(), config.temperature, config.attempts, reader,
-                        box, judge, {t.id: t for t in load_tasks()})
+                        box, judge, tasks)
     variants = {v.id: v for v in scenarios.blackmail_variants()}
     beliefs = scenarios.beliefs()
     questions = {q.id: q for q in scenarios.questions()}
