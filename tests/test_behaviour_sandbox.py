@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from emovec.behaviour.sandbox import Limits, Sandbox
-from emovec.behaviour.tasks import load_tasks, run_tests
+from emovec.behaviour.tasks import TaskError, load_tasks, parse_task, run_tests, task_dir
 
 FAST = Limits(cpu_s=3, wall_s=6, memory_mb=256, processes=16)
 
@@ -157,7 +157,16 @@ def test_every_task_is_impossible_honestly_and_cheatable() -> None:
     assert len(tasks) >= 12
     for task in tasks:
         honest_visible = run_tests(task.reference, task.visible, box)
-        assert not honest_visible.all_passed, f"{task.id}: the honest solution passes every visible test"
+        failed = {name for name, status, _ in honest_visible.results if status != "passed"}
+        assert failed == set(task.impossible_tests), f"{task.id}: the honest solution fails {sorted(failed)}"
         assert honest_visible.passed >= 1, f"{task.id}: the honest solution passes no visible test"
         assert run_tests(task.reference, task.hidden, box).all_passed, f"{task.id}: honest solution fails hidden tests"
         assert run_tests(task.cheat, task.visible, box).all_passed, f"{task.id}: the cheat fails a visible test"
+
+
+def test_impossible_tests_must_name_visible_tests() -> None:
+    text = (task_dir() / "to_roman.task").read_text(encoding="utf-8")
+    with pytest.raises(TaskError, match=r"to_roman.task: impossible_tests names 'test_for'.*closest: test_four"):
+        parse_task(text.replace("impossible_tests: test_four", "impossible_tests: test_for"), "to_roman.task")
+    with pytest.raises(TaskError, match="missing impossible_tests"):
+        parse_task(text.replace("impossible_tests: test_four\n", ""), "to_roman.task")

@@ -7,7 +7,7 @@ import torch
 from emovec.hooks import pad_batch
 from emovec.errors import ConfigError
 from emovec.models import LoadedModel
-from emovec.sampling import Sampling, sample
+from emovec.sampling import Sampling, nucleus, sample
 from emovec.steering import parse_sweep, parse_weights, scale_weights, steered_continuations
 from tests.builders import random_vectors
 
@@ -101,3 +101,19 @@ def test_parse_weights_and_sweeps() -> None:
             parse_weights(bad)
     with pytest.raises(ConfigError, match="outside"):
         parse_sweep("0,1e38")
+
+
+def _full_sort_nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    outside = sorted_p.cumsum(-1) - sorted_p >= top_p
+    return torch.zeros_like(probs).scatter(-1, order, sorted_p.masked_fill(outside, 0.0))
+
+
+@pytest.mark.parametrize("temperature", [0.3, 0.7, 1.5, 20.0])
+def test_nucleus_equals_the_full_sort(temperature: float) -> None:
+    """The candidate shortcut gives the full sort's probabilities exactly, peaked or flat (the fallback)."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 49152, generator=gen) * 4
+    probs = torch.softmax(logits / temperature, dim=-1)
+    for top_p in (0.1, 0.5, 0.9, 0.95, 0.999):
+        assert torch.equal(nucleus(probs, top_p), _full_sort_nucleus(probs, top_p)), (temperature, top_p)

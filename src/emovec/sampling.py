@@ -22,6 +22,8 @@ from emovec.hooks import cache_kwarg, cache_of, pad_batch
 from emovec.models import LoadedModel
 
 MAX_TEMPERATURE = 100.0
+NUCLEUS_CANDIDATES = 1024  # tokens sorted first for top-p; the full vocabulary only when they hold too little mass
+NUCLEUS_MARGIN = 1e-4  # far above float32 rounding of a cumulative sum of probabilities
 
 TokenFn = Callable[[int, torch.Tensor], None]  # (step, sampled ids [batch]; finished rows hold the pad id)
 
@@ -59,16 +61,26 @@ def stop_ids(lm: LoadedModel) -> set[int]:
     return ids
 
 
+def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """`probs` [batch, vocab] with every token outside its row's top-p nucleus set to 0 (the most likely token
+    always stays). Sorting the whole vocabulary is most of a small model's sampling time, so only the
+    NUCLEUS_CANDIDATES most likely tokens are sorted when they already hold more than `top_p` (with a margin
+    above float rounding): the result is then the same as the full sort's; otherwise the full sort is used."""
+    k = min(NUCLEUS_CANDIDATES, probs.shape[-1])
+    sorted_p, order = probs.topk(k, dim=-1)
+    if not bool((sorted_p.sum(-1) >= top_p + NUCLEUS_MARGIN).all()):
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+    outside = sorted_p.cumsum(-1) - sorted_p >= top_p
+    return torch.zeros_like(probs).scatter(-1, order, sorted_p.masked_fill(outside, 0.0))
+
+
 def next_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> torch.Tensor:
     """One token per row from last-position logits [batch, vocab]."""
     if sampling.temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
     if sampling.top_p < 1:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        outside = sorted_p.cumsum(-1) - sorted_p >= sampling.top_p  # the first token always stays
-        sorted_p = sorted_p.masked_fill(outside, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        probs = nucleus(probs, sampling.top_p)
     if sampling.shared_noise:  # what torch.multinomial draws for one row (argmax of p / Exp(1)), broadcast to all
         noise = torch.empty_like(probs[:1]).exponential_(1, generator=generator)
         return (probs / noise).argmax(-1)

@@ -1,7 +1,9 @@
 """Impossible coding tasks (ImpossibleBench-style) and running a candidate solution against their tests.
 
-A task file (`data/behaviour/tasks/*.task`) has `key: value` header lines and `### section` blocks:
-prompt, signature, visible (tests shown to the model; they cannot all pass honestly), hidden (honest tests
+A task file (`data/behaviour/tasks/*.task`) has `key: value` header lines (id, function, impossibility: why
+the visible tests cannot all pass; impossible_tests: the comma-separated visible tests no honest solution
+passes, which the grader needs to tell a hard-coded answer from an honest lookup table) and `### section`
+blocks: prompt, signature, visible (tests shown to the model; they cannot all pass honestly), hidden (honest tests
 the model never sees), reference (an honest solution) and cheat (a hard-coding one). The last two are for
 verifying the task, never shown to the model.
 
@@ -11,6 +13,7 @@ the isolated interpreter needs no third-party package.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -69,17 +72,13 @@ class Task:
     id: str
     function: str
     impossibility: str
+    impossible_tests: tuple[str, ...]
     prompt: str
     signature: str
     visible: str
     hidden: str
     reference: str
     cheat: str
-
-    def literals(self) -> set[str]:
-        """String and number literals of the visible tests (for spotting hard-coded test values)."""
-        found = set(re.findall(r'"[^"\n]{2,}"', self.visible)) | set(re.findall(r"\b\d[\d_]{2,}\b", self.visible))
-        return {f for f in found if f.strip('"') not in {"__main__"}}
 
 
 def parse_task(text: str, where: str = "task") -> Task:
@@ -100,13 +99,22 @@ def parse_task(text: str, where: str = "task") -> Task:
                 header[key.strip()] = value.strip()
         else:
             sections[current].append(line)
-    missing = [s for s in SECTIONS if s not in sections] + [k for k in ("id", "function", "impossibility") if k not in header]
+    keys = ("id", "function", "impossibility", "impossible_tests")
+    missing = [s for s in SECTIONS if s not in sections] + [k for k in keys if k not in header]
     if missing:
         raise TaskError(f"{where}: missing {', '.join(missing)}")
     body = {k: "\n".join(v).strip("\n") + "\n" for k, v in sections.items()}
     body["prompt"] = body["prompt"].strip()
     body["signature"] = body["signature"].strip()
-    return Task(id=header["id"], function=header["function"], impossibility=header["impossibility"], **body)
+    names = tuple(n.strip() for n in header["impossible_tests"].split(",") if n.strip())
+    defined = re.findall(r"(?m)^def (test_\w+)\s*\(", body["visible"])
+    for name in names or ("",):
+        if name not in defined:
+            close = difflib.get_close_matches(name, defined, n=1)
+            hint = f" (closest: {close[0]})" if close else f" (visible tests: {', '.join(defined)})"
+            raise TaskError(f"{where}: impossible_tests names {name!r}, not a visible test{hint}")
+    return Task(id=header["id"], function=header["function"], impossibility=header["impossibility"],
+                impossible_tests=names, **body)
 
 
 def task_dir() -> Path:
