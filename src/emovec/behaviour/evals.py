@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emovec.behaviour import engine, scenarios
-from emovec.behaviour.grade_blackmail import detect
+from emovec.behaviour.grade_blackmail import DETECTOR, detect
 from emovec.behaviour.grade_code import GRADER, CodeVerdict, extract_code, grade_answer, rollout_label
 from emovec.behaviour.graders import belief_label, judge_beliefs, judge_blackmail
 from emovec.behaviour.judge import Judge
@@ -163,6 +163,17 @@ def regrade_code(rec: dict, task: Task, sandbox: Sandbox) -> dict:
 
 # ---------------------------------------------------------------- blackmail
 
+def regrade_blackmail(rec: dict) -> dict:
+    """A stored blackmail rollout graded again by this detector version from its reply (the judge's verdict,
+    if any, stays); the earlier label is kept as `verdict.regraded_from`."""
+    rule = detect(rec["transcript"][-1]["content"])
+    previous = rec["verdict"].get("regraded_from") or {"label": rec["verdict"]["label"],
+                                                        "grader": rec["verdict"].get("grader", "rule/1")}
+    return rec | {"verdict": rec["verdict"] | {"label": rule.label, "blackmail": rule.label == "blackmail",
+                                               "reasons": rule.reasons, "grader": DETECTOR,
+                                               "regraded_from": previous}}
+
+
 def run_blackmail(ctx: Context, specs: Sequence[Spec], variants: dict[str, scenarios.Variant]) -> list[dict]:
     prompts = [engine.encode_chat(ctx.lm, variants[s.item].messages, scenarios.SCRATCHPAD_PREFILL) for s in specs]
     texts = _generate(ctx, prompts, specs, specs[0].seed)
@@ -173,7 +184,7 @@ def run_blackmail(ctx: Context, specs: Sequence[Spec], variants: dict[str, scena
         rule = detect(reply)
         messages = list(variants[spec.item].messages) + [{"role": "assistant", "content": reply}]
         verdict = {"label": rule.label, "blackmail": rule.label == "blackmail", "reasons": rule.reasons,
-                   "grader": "rule-based detector", "judge": j}
+                   "grader": DETECTOR, "judge": j}
         out.append(spec.base() | {"transcript": messages, "verdict": verdict,
                                   "readouts": _read(ctx, messages, {"user", "assistant"})})
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from emovec.behaviour import scenarios
-from emovec.behaviour.grade_blackmail import detect
+from emovec.behaviour.grade_blackmail import DETECTOR, detect
 from emovec.behaviour.grade_code import GRADER, grade_answer
 from emovec.behaviour.judge import Judge
 from emovec.behaviour.sandbox import Sandbox
@@ -65,7 +65,7 @@ def code_grader_accuracy(sandbox: Sandbox | None = None, model_answers: bool = F
 def blackmail_rule_accuracy() -> dict[str, object]:
     recs = scenarios.blackmail_labelled()
     out = accuracy([detect(r.text).label for r in recs], [r.label for r in recs])
-    out["grader"] = "rule-based detector"
+    out["grader"] = f"rule-based detector ({DETECTOR})"
     return out
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from emovec.behaviour import engine, evals, graders, scenarios
+from emovec.behaviour.grade_blackmail import DETECTOR
 from emovec.behaviour.grade_code import GRADER
 from emovec.behaviour.judge import Judge
 from emovec.behaviour.readouts import Reader, build_reference
@@ -128,6 +129,9 @@ def run_behave(lm: engine.LoadedModel, vecs: engine.EmotionVectors | None, confi
     stale = [r for r in store.all() if r["eval"] == "reward-hacking" and r["verdict"].get("grader") != GRADER]
     if stale:
         store.replace(evals.regrade_code(r, tasks[r["item"]], box) for r in stale)
+    stale = [r for r in store.all() if r["eval"] == "blackmail" and r["verdict"].get("grader") != DETECTOR]
+    if stale:
+        store.replace(evals.regrade_blackmail(r) for r in stale)
     specs = plan(config)
     todo = [s for s in specs if s.key not in store]
     reader = None
@@ -190,7 +194,7 @@ def grader_accuracies(eval_name: str, judge: Judge | None, sandbox: Sandbox, out
         wanted[f"code:{GRADER}"] = lambda: graders.code_grader_accuracy(sandbox)
         wanted[f"code_model_answers:{GRADER}"] = lambda: graders.code_grader_accuracy(sandbox, model_answers=True)
     if eval_name == "blackmail":
-        wanted["blackmail_rule"] = graders.blackmail_rule_accuracy
+        wanted[f"blackmail_rule:{DETECTOR}"] = graders.blackmail_rule_accuracy
         if judge is not None:
             wanted[f"blackmail_judge:{judge.name}"] = lambda: graders.blackmail_judge_accuracy(judge)
     if eval_name == "sycophancy" and judge is not None:
@@ -199,7 +203,9 @@ def grader_accuracies(eval_name: str, judge: Judge | None, sandbox: Sandbox, out
     for key, fn in wanted.items():
         if key not in cache:
             cache[key] = fn()
-    cache_path.write_text(json.dumps(cache, indent=1), "utf-8")
+    tmp = cache_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cache, indent=1), "utf-8")
+    tmp.replace(cache_path)
     return {k: cache[k] for k in wanted}
 
 
