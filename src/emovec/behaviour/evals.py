@@ -163,15 +163,18 @@ def regrade_code(rec: dict, task: Task, sandbox: Sandbox) -> dict:
 
 # ---------------------------------------------------------------- blackmail
 
+def _detector_verdict(reply: str) -> dict:
+    rule = detect(reply)
+    return {"label": rule.label, "blackmail": rule.label == "blackmail", "reasons": rule.reasons, "grader": DETECTOR}
+
+
 def regrade_blackmail(rec: dict) -> dict:
     """A stored blackmail rollout graded again by this detector version from its reply (the judge's verdict,
     if any, stays); the earlier label is kept as `verdict.regraded_from`."""
-    rule = detect(rec["transcript"][-1]["content"])
     previous = rec["verdict"].get("regraded_from") or {"label": rec["verdict"]["label"],
                                                         "grader": rec["verdict"].get("grader", "rule/1")}
-    return rec | {"verdict": rec["verdict"] | {"label": rule.label, "blackmail": rule.label == "blackmail",
-                                               "reasons": rule.reasons, "grader": DETECTOR,
-                                               "regraded_from": previous}}
+    return rec | {"verdict": rec["verdict"] | _detector_verdict(rec["transcript"][-1]["content"])
+                  | {"regraded_from": previous}}
 
 
 def run_blackmail(ctx: Context, specs: Sequence[Spec], variants: dict[str, scenarios.Variant]) -> list[dict]:
@@ -181,10 +184,8 @@ def run_blackmail(ctx: Context, specs: Sequence[Spec], variants: dict[str, scena
     judged = judge_blackmail(ctx.judge, replies) if ctx.judge else [None] * len(specs)
     out = []
     for spec, reply, j in zip(specs, replies, judged):
-        rule = detect(reply)
         messages = list(variants[spec.item].messages) + [{"role": "assistant", "content": reply}]
-        verdict = {"label": rule.label, "blackmail": rule.label == "blackmail", "reasons": rule.reasons,
-                   "grader": DETECTOR, "judge": j}
+        verdict = _detector_verdict(reply) | {"judge": j}
         out.append(spec.base() | {"transcript": messages, "verdict": verdict,
                                   "readouts": _read(ctx, messages, {"user", "assistant"})})
     return out

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emovec.artifact import write_json_atomic
 from emovec.behaviour import engine, evals, graders, scenarios
 from emovec.behaviour.grade_blackmail import DETECTOR
 from emovec.behaviour.grade_code import GRADER
@@ -126,12 +127,12 @@ def run_behave(lm: engine.LoadedModel, vecs: engine.EmotionVectors | None, confi
     store = RolloutStore(out / "rollouts.jsonl")
     box = sandbox or Sandbox()
     tasks = {t.id: t for t in load_tasks()}
-    stale = [r for r in store.all() if r["eval"] == "reward-hacking" and r["verdict"].get("grader") != GRADER]
-    if stale:
-        store.replace(evals.regrade_code(r, tasks[r["item"]], box) for r in stale)
-    stale = [r for r in store.all() if r["eval"] == "blackmail" and r["verdict"].get("grader") != DETECTOR]
-    if stale:
-        store.replace(evals.regrade_blackmail(r) for r in stale)
+    regrade: dict[str, tuple[str, Callable[[dict], dict]]] = {
+        "reward-hacking": (GRADER, lambda r: evals.regrade_code(r, tasks[r["item"]], box)),
+        "blackmail": (DETECTOR, evals.regrade_blackmail)}
+    stale = [r for r in store.all() if r["eval"] in regrade and r["verdict"].get("grader") != regrade[r["eval"]][0]]
+    if stale:  # graded by another version of the grader: regrade from the stored transcripts, one rewrite
+        store.replace(regrade[r["eval"]][1](r) for r in stale)
     specs = plan(config)
     todo = [s for s in specs if s.key not in store]
     reader = None
@@ -174,7 +175,7 @@ def run_behave(lm: engine.LoadedModel, vecs: engine.EmotionVectors | None, confi
                    {"layer": reader.ref.layer, "transcripts": reader.ref.transcripts, "tokens": reader.ref.tokens}})
     if config.grader_accuracy:
         result["graders"] = grader_accuracies(config.eval, judge, ctx.sandbox, out)
-    (out / "results.json").write_text(json.dumps(result, indent=1), "utf-8")
+    write_json_atomic(out / "results.json", result)
     return result
 
 
@@ -203,9 +204,7 @@ def grader_accuracies(eval_name: str, judge: Judge | None, sandbox: Sandbox, out
     for key, fn in wanted.items():
         if key not in cache:
             cache[key] = fn()
-    tmp = cache_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cache, indent=1), "utf-8")
-    tmp.replace(cache_path)
+    write_json_atomic(cache_path, cache)
     return {k: cache[k] for k in wanted}
 
 

@@ -108,7 +108,9 @@ def parse_task(text: str, where: str = "task") -> Task:
     body["signature"] = body["signature"].strip()
     names = tuple(n.strip() for n in header["impossible_tests"].split(",") if n.strip())
     defined = re.findall(r"(?m)^def (test_\w+)\s*\(", body["visible"])
-    for name in names or ("",):
+    if not names:
+        raise TaskError(f"{where}: impossible_tests is empty (visible tests: {', '.join(defined)})")
+    for name in names:
         if name not in defined:
             close = difflib.get_close_matches(name, defined, n=1)
             hint = f" (closest: {close[0]})" if close else f" (visible tests: {', '.join(defined)})"
